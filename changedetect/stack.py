@@ -1,0 +1,346 @@
+"""A dated stack of scenes on one common grid, read window by window.
+
+A :class:`Stack` does not hold pixels. It knows every scene's file, date and
+georeferencing, the reference grid (the reference scene's CRS, transform and
+shape) and, per scene, the 2x3 affine ``ref_to_scene`` that maps reference-grid
+pixel coordinates (col, row) to the scene's own pixel coordinates. Reading a
+window warps the scene onto that window of the reference grid through
+``ref_to_scene`` with GDAL (a ``WarpedVRT``), so memory depends on the window,
+not on the raster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .errors import DateError, EmptyDataError, InputError, NoOverlapError
+from .io import SceneInfo, read_manifest, read_scene
+
+__all__ = ["Stack", "open_stack", "affine_to_matrix", "matrix_to_affine", "compose", "invert"]
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+_RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average")
+
+
+def affine_to_matrix(a) -> np.ndarray:
+    """An ``affine.Affine`` as a (2, 3) float64 matrix [[a, b, c], [d, e, f]]."""
+    return np.array([[a.a, a.b, a.c], [a.d, a.e, a.f]], dtype=np.float64)
+
+
+def matrix_to_affine(m):
+    """A (2, 3) matrix as an ``affine.Affine``."""
+    from affine import Affine
+
+    m = np.asarray(m, dtype=np.float64)
+    return Affine(m[0, 0], m[0, 1], m[0, 2], m[1, 0], m[1, 1], m[1, 2])
+
+
+def _full(m: np.ndarray) -> np.ndarray:
+    out = np.eye(3)
+    out[:2] = m
+    return out
+
+
+def compose(outer, inner) -> np.ndarray:
+    """The (2, 3) affine ``outer ∘ inner`` (apply ``inner`` first).
+
+    Examples
+    --------
+    >>> shift = np.array([[1.0, 0, 2], [0, 1, 3]])
+    >>> compose(shift, shift)
+    array([[1., 0., 4.],
+           [0., 1., 6.]])
+    """
+    return (_full(np.asarray(outer)) @ _full(np.asarray(inner)))[:2]
+
+
+def invert(m) -> np.ndarray:
+    """Inverse of a (2, 3) affine."""
+    return np.linalg.inv(_full(np.asarray(m)))[:2]
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Dated scenes over one site, on the reference scene's grid.
+
+    Attributes
+    ----------
+    scenes : tuple of SceneInfo
+        Sorted by date.
+    reference : int
+        Index of the reference scene in ``scenes``.
+    crs, transform, width, height :
+        The reference grid.
+    count : int
+        Number of bands (the same for every scene).
+    ref_to_scene : tuple of ndarray
+        Per scene, the (2, 3) affine from reference-grid pixel coordinates
+        (col, row) to the scene's pixel coordinates (rasterio's continuous
+        convention: pixel (0, 0) spans [0, 1) x [0, 1)).
+    resampling : str
+        GDAL resampling used when warping scenes onto the grid.
+    """
+
+    scenes: tuple[SceneInfo, ...]
+    reference: int
+    crs: object
+    transform: object
+    width: int
+    height: int
+    count: int
+    ref_to_scene: tuple[np.ndarray, ...] = field(repr=False)
+    resampling: str = "cubic"
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    @property
+    def dates(self) -> tuple:
+        """Acquisition dates, in stack order."""
+        return tuple(s.date for s in self.scenes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the reference grid."""
+        return (self.height, self.width)
+
+    @property
+    def pixel_size(self) -> float:
+        """Ground size of a reference pixel (CRS units, usually metres)."""
+        t = self.transform
+        return float(math.sqrt(abs(t.a * t.e - t.b * t.d)))
+
+    def nominal_ref_to_scene(self, i: int) -> np.ndarray:
+        """``ref_to_scene`` implied by the files' georeferencing alone (no co-registration)."""
+        return _nominal(self.scenes[i], self.crs, self.transform, self.width, self.height)
+
+    def with_ref_to_scene(self, mappings: Sequence[np.ndarray]) -> "Stack":
+        """A copy of this stack with new per-scene mappings (e.g. after co-registration)."""
+        if len(mappings) != len(self.scenes):
+            raise InputError(f"Need one mapping per scene ({len(self.scenes)}), got {len(mappings)}.")
+        return replace(self, ref_to_scene=tuple(np.asarray(m, dtype=np.float64) for m in mappings))
+
+    def window_transform(self, window):
+        """Geotransform of a window of the reference grid."""
+        from rasterio.windows import transform as wtransform
+
+        return wtransform(window, self.transform)
+
+    def windows(self, *, block: int = 1024, halo: int = 0) -> Iterator[tuple[object, object]]:
+        """Tile the reference grid into blocks.
+
+        Yields
+        ------
+        (inner, outer) : rasterio.windows.Window
+            ``inner`` tiles the grid without overlap; ``outer`` is ``inner``
+            grown by ``halo`` pixels on each side, clipped to the grid.
+        """
+        from rasterio.windows import Window
+
+        for r0 in range(0, self.height, block):
+            for c0 in range(0, self.width, block):
+                h, w = min(block, self.height - r0), min(block, self.width - c0)
+                or0, oc0 = max(0, r0 - halo), max(0, c0 - halo)
+                or1, oc1 = min(self.height, r0 + h + halo), min(self.width, c0 + w + halo)
+                yield Window(c0, r0, w, h), Window(oc0, or0, oc1 - oc0, or1 - or0)
+
+    @contextlib.contextmanager
+    def open_warped(self, i: int, *, ref_to_scene: np.ndarray | None = None,
+                    resampling: str | None = None):
+        """Open scene ``i`` warped onto the reference grid; yield a window reader.
+
+        The reader is ``read(window=None, out_shape=None) -> (data, valid)`` with
+        the same meaning as :meth:`read`. Use it to read many windows of one
+        scene without reopening the file.
+        """
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+        from rasterio.windows import Window
+
+        scene = self.scenes[i]
+        m = self.ref_to_scene[i] if ref_to_scene is None else np.asarray(ref_to_scene)
+        # scene pixel -> reference pixel -> map coordinates of the reference grid
+        src_transform = self.transform @ matrix_to_affine(invert(m))
+        rs = Resampling[resampling or self.resampling]
+        with rasterio.open(scene.path) as src:
+            nodata = src.nodata
+            with WarpedVRT(src, src_crs=self.crs, src_transform=src_transform, crs=self.crs,
+                           transform=self.transform, width=self.width, height=self.height,
+                           resampling=rs, src_nodata=nodata,
+                           nodata=nodata if nodata is not None else 0) as vrt:
+
+                def read(window=None, out_shape=None):
+                    if window is None:
+                        window = Window(0, 0, self.width, self.height)
+                    shape = (self.count, *(out_shape or (int(window.height), int(window.width))))
+                    data = vrt.read(window=window, out_shape=shape, out_dtype="float32",
+                                    resampling=Resampling.average)
+                    valid = vrt.dataset_mask(window=window, out_shape=shape[1:],
+                                             resampling=Resampling.nearest) > 0
+                    if nodata is not None:
+                        valid &= np.all(data != nodata, axis=0)
+                    data[:, ~valid] = 0
+                    return data, valid
+
+                yield read
+
+    def read(self, i: int, window=None, *, out_shape: tuple[int, int] | None = None,
+             ref_to_scene: np.ndarray | None = None,
+             resampling: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Read scene ``i`` warped onto (a window of) the reference grid.
+
+        Parameters
+        ----------
+        i : int
+            Scene index.
+        window : rasterio.windows.Window, optional
+            Part of the reference grid; the whole grid by default.
+        out_shape : (rows, cols), optional
+            Read decimated (area-averaged) to this shape, e.g. for a quick look.
+        ref_to_scene : ndarray, optional
+            Use this mapping instead of the stack's.
+        resampling : str, optional
+            Override the stack's warp resampling.
+
+        Returns
+        -------
+        data : ndarray, float32, shape (bands, rows, cols)
+            Pixel values; 0 where invalid.
+        valid : ndarray, bool, shape (rows, cols)
+            True where every band holds data.
+        """
+        with self.open_warped(i, ref_to_scene=ref_to_scene, resampling=resampling) as read:
+            return read(window, out_shape)
+
+
+def _nominal(scene: SceneInfo, crs, transform, width: int, height: int) -> np.ndarray:
+    """Reference pixel -> scene pixel from georeferencing (affine fit if CRSs differ)."""
+    ref_px_to_map = affine_to_matrix(transform)
+    map_to_scene_px = invert(affine_to_matrix(scene.transform))
+    if scene.crs == crs:
+        return compose(map_to_scene_px, ref_px_to_map)
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(crs, scene.crs, always_xy=True)
+    cols, rows = np.meshgrid(np.linspace(0, width, 9), np.linspace(0, height, 9))
+    q = np.stack([cols.ravel(), rows.ravel(), np.ones(cols.size)])
+    x, y = ref_px_to_map @ q
+    sx, sy = tr.transform(x, y)
+    p = map_to_scene_px @ np.stack([sx, sy, np.ones(cols.size)])
+    fit, *_ = np.linalg.lstsq(q.T, p.T, rcond=None)
+    return fit.T
+
+
+def _overlap_fraction(scene: SceneInfo, crs, transform, width, height) -> float:
+    """Fraction of the reference grid covered by the scene's footprint."""
+    m = _nominal(scene, crs, transform, width, height)
+    cols, rows = np.meshgrid(np.linspace(0.5, width - 0.5, 24), np.linspace(0.5, height - 0.5, 24))
+    c, r = m @ np.stack([cols.ravel(), rows.ravel(), np.ones(cols.size)])
+    inside = (c >= 0) & (c < scene.width) & (r >= 0) & (r < scene.height)
+    return float(inside.mean())
+
+
+def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLike | None = None,
+               reference: str | int | os.PathLike = "first", resampling: str = "cubic",
+               min_overlap: float = 0.2) -> Stack:
+    """Open dated scenes over one site as a :class:`Stack` on the reference grid.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Two or more rasters of the same site with the same band count.
+    manifest : path-like, optional
+        CSV with ``path,date`` columns; overrides dates in names and tags.
+    reference : ``"first"``, ``"last"``, int, ISO date string or path
+        The scene whose grid the stack uses and against which others are
+        registered and compared.
+    resampling : str
+        GDAL resampling for warping (``cubic`` by default).
+    min_overlap : float
+        Smallest fraction of the reference grid a scene must cover.
+
+    Returns
+    -------
+    Stack
+
+    Raises
+    ------
+    InputError
+        Fewer than two scenes, different band counts, duplicate files, or an
+        unknown reference.
+    DateError, CRSError, UnreadableFileError
+        From :func:`changedetect.io.read_scene`.
+    NoOverlapError
+        A scene does not cover the reference grid.
+    """
+    if resampling not in _RESAMPLING:
+        raise InputError(f"Unknown resampling '{resampling}'; choose one of {', '.join(_RESAMPLING)}.")
+    paths = [os.fspath(p) for p in paths]
+    if len(paths) < 2:
+        only = f" (got only {paths[0]})" if paths else ""
+        raise InputError(f"Change detection needs at least two dated images of the same site{only}. "
+                         "Give two or more GeoTIFFs.")
+    if len({os.path.realpath(p) for p in paths}) != len(paths):
+        raise InputError("The same file was given twice; give each image once.")
+    dates = read_manifest(manifest) if manifest is not None else None
+    scenes = sorted((read_scene(p, manifest=dates) for p in paths), key=lambda s: (s.date, s.name))
+    counts = {s.count for s in scenes}
+    if len(counts) != 1:
+        detail = ", ".join(f"{s.name}: {s.count}" for s in scenes)
+        raise InputError(f"All images need the same bands; band counts differ ({detail}). "
+                         "Select the same bands in every file.")
+    for a, b in zip(scenes, scenes[1:]):
+        if a.date == b.date:
+            raise DateError(f"{a.path} and {b.path} have the same date {a.date}; give each "
+                            "acquisition once, or fix the dates with --manifest.")
+    ref = _pick_reference(scenes, reference)
+    r = scenes[ref]
+    for s in scenes:
+        frac = _overlap_fraction(s, r.crs, r.transform, r.width, r.height)
+        if frac < min_overlap:
+            raise NoOverlapError(f"{s.path} covers {frac:.0%} of the reference image {r.name}; "
+                                 f"it must cover at least {min_overlap:.0%}. Check that it shows "
+                                 "the same site and that its CRS is right.")
+    stack = Stack(scenes=tuple(scenes), reference=ref, crs=r.crs, transform=r.transform,
+                  width=r.width, height=r.height, count=r.count,
+                  ref_to_scene=tuple(np.zeros((2, 3)) for _ in scenes), resampling=resampling)
+    stack = stack.with_ref_to_scene([stack.nominal_ref_to_scene(i) for i in range(len(scenes))])
+    log.info("stack: %d scenes %s .. %s, reference %s, grid %dx%d", len(scenes), scenes[0].date,
+             scenes[-1].date, r.name, r.width, r.height)
+    return stack
+
+
+def _pick_reference(scenes: Sequence[SceneInfo], reference) -> int:
+    if isinstance(reference, int) and not isinstance(reference, bool):
+        if -len(scenes) <= reference < len(scenes):
+            return reference % len(scenes)
+        raise InputError(f"Reference index {reference} is out of range for {len(scenes)} images.")
+    ref = os.fspath(reference)
+    if ref == "first":
+        return 0
+    if ref == "last":
+        return len(scenes) - 1
+    for i, s in enumerate(scenes):
+        if ref in (s.date.isoformat(), s.name, os.fspath(s.path)):
+            return i
+    raise InputError(f"--reference '{ref}' matches no image; give 'first', 'last', a date "
+                     f"({', '.join(s.date.isoformat() for s in scenes)}) or one of the files.")
+
+
+def check_not_empty(stack: Stack, i: int) -> None:
+    """Raise :class:`EmptyDataError` if scene ``i`` has no valid pixel on the grid."""
+    f = max(1, int(max(stack.width, stack.height) // 256))
+    _, valid = stack.read(i, out_shape=(max(1, stack.height // f), max(1, stack.width // f)))
+    if not valid.any():
+        raise EmptyDataError(f"{stack.scenes[i].path} holds no valid pixel over the site (all "
+                             "nodata). Remove it from the inputs or check its nodata value.")
