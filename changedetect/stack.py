@@ -99,6 +99,22 @@ class Stack:
     count: int
     ref_to_scene: tuple[np.ndarray, ...] = field(repr=False)
     resampling: str = "cubic"
+    band_names: tuple[str, ...] = ()
+
+    def band_index(self, name: str) -> int | None:
+        """Index of the band called ``name`` (``red``, ``nir``, ...), or None.
+
+        Band descriptions in the reference file are used; a 4-band image without
+        descriptions is taken as blue, green, red, near-infrared (the usual order
+        of commercial 4-band products).
+        """
+        names = [n.lower() for n in self.band_names]
+        aliases = {"nir": ("nir", "near-infrared", "near infrared", "nir1", "b8", "b08"),
+                   "red": ("red", "r", "b4", "b04")}
+        for alias in aliases.get(name, (name,)):
+            if alias in names:
+                return names.index(alias)
+        return None
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -313,11 +329,22 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
                                  "the same site and that its CRS is right.")
     stack = Stack(scenes=tuple(scenes), reference=ref, crs=r.crs, transform=r.transform,
                   width=r.width, height=r.height, count=r.count,
-                  ref_to_scene=tuple(np.zeros((2, 3)) for _ in scenes), resampling=resampling)
+                  ref_to_scene=tuple(np.zeros((2, 3)) for _ in scenes), resampling=resampling,
+                  band_names=_band_names(r))
     stack = stack.with_ref_to_scene([stack.nominal_ref_to_scene(i) for i in range(len(scenes))])
     log.info("stack: %d scenes %s .. %s, reference %s, grid %dx%d", len(scenes), scenes[0].date,
              scenes[-1].date, r.name, r.width, r.height)
     return stack
+
+
+def _band_names(scene: SceneInfo) -> tuple[str, ...]:
+    import rasterio
+
+    with rasterio.open(scene.path) as src:
+        names = tuple((d or "").strip() for d in src.descriptions)
+    if not any(names) and scene.count == 4:
+        return ("blue", "green", "red", "nir")
+    return names
 
 
 def _pick_reference(scenes: Sequence[SceneInfo], reference) -> int:

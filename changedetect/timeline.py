@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["first_persistent", "Step", "step_fit"]
+__all__ = ["first_persistent", "Step", "step_fit", "PixelSteps", "step_change"]
 
 
 def first_persistent(changed: np.ndarray, usable: np.ndarray, *, persistence: int = 2) -> np.ndarray:
@@ -140,3 +140,121 @@ def step_fit(series: np.ndarray, usable: np.ndarray) -> Step | None:
     return Step(first_present=int(idx[kk]), last_absent=int(idx[kk - 1]), before=before,
                 after=after, n_before=kk, n_after=n - kk,
                 persistence=float(np.mean(x[kk:] > mid)))
+
+
+@dataclass(frozen=True)
+class PixelSteps:
+    """Per-pixel best step across all dates (see :func:`step_change`).
+
+    Attributes
+    ----------
+    first_present, last_absent : ndarray, int16, (rows, cols)
+        Date indices around the best step; -1 where no step could be fitted.
+    magnitude : ndarray, float32, (rows, cols)
+        Size of the step: root mean square over bands of the difference of the
+        two segments' means, in noise standard deviations.
+    fstat : ndarray, float32, (rows, cols)
+        Variance explained by the step relative to what is left within the two
+        segments (an F statistic): large for a clean step, small for a series
+        that merely fluctuates (seasons, soil moisture, haze).
+    n_before, n_after : ndarray, int16, (rows, cols)
+        Usable observations on each side.
+    before, after : ndarray, float32, (bands, rows, cols)
+        Mean of each segment.
+    """
+
+    first_present: np.ndarray
+    last_absent: np.ndarray
+    magnitude: np.ndarray
+    fstat: np.ndarray
+    n_before: np.ndarray
+    n_after: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+
+
+def step_change(images: np.ndarray, usable: np.ndarray, *, scale: np.ndarray,
+                min_before: int = 1, min_after: int = 2) -> PixelSteps:
+    """Fit the best two-segment step to every pixel's multiband series.
+
+    For each pixel, every split of its usable acquisitions into an earlier and
+    a later segment is tried; the one with the smallest within-segment sum of
+    squares (bands standardised by ``scale``) wins. Cost is linear in the
+    number of dates and vectorised over pixels.
+
+    Parameters
+    ----------
+    images : ndarray, shape (dates, bands, rows, cols)
+        Radiometrically normalised series.
+    usable : ndarray of bool, shape (dates, rows, cols)
+        Observations to use (clouds, nodata and failed registrations excluded).
+    scale : ndarray, shape (bands,)
+        Noise standard deviation of one observation, per band.
+    min_before, min_after : int
+        Fewest usable observations on each side of a step (``min_after`` is
+        the persistence rule).
+
+    Returns
+    -------
+    PixelSteps
+
+    Examples
+    --------
+    >>> x = np.array([10, 11, 9, 10, 30, 31, 29], np.float32).reshape(7, 1, 1, 1)
+    >>> s = step_change(x, np.ones((7, 1, 1), bool), scale=np.array([1.0]))
+    >>> int(s.first_present[0, 0]), int(s.last_absent[0, 0]), round(float(s.magnitude[0, 0]), 1)
+    (4, 3, 20.0)
+    """
+    images = np.asarray(images)
+    usable = np.asarray(usable, bool)
+    if images.ndim != 4 or usable.shape != (images.shape[0],) + images.shape[2:]:
+        raise InputError("step_change needs images (dates, bands, rows, cols) and usable "
+                         "(dates, rows, cols).")
+    n_t, n_b, h, w = images.shape
+    u = usable.astype(np.float32)
+    n = u.sum(axis=0)
+    inv = (1.0 / np.asarray(scale, dtype=np.float32))[:, None, None]
+    # centre each pixel's series on its usable mean, in noise units (float32 stays accurate)
+    mean = np.einsum("tbij,tij->bij", images, u) / np.maximum(n, 1)
+    z = (images - mean) * inv
+    z *= u[:, None]
+    ss_tot = np.einsum("tbij,tbij->ij", z, z)
+    best = np.full((h, w), np.inf, dtype=np.float32)
+    k_best = np.full((h, w), -1, dtype=np.int16)
+    cs = np.zeros((n_b, h, w), dtype=np.float32)
+    cn = np.zeros((h, w), dtype=np.float32)
+    total = z.sum(axis=0)
+    for k in range(1, n_t):
+        cs += z[k - 1]
+        cn += u[k - 1]
+        na = n - cn
+        ok = (cn >= min_before) & (na >= min_after) & (u[k] > 0)
+        # with centred data, SSE = ss_tot - |S_b|^2 / n_b - |S_a|^2 / n_a
+        sa = total - cs
+        explained = (np.einsum("bij,bij->ij", cs, cs) / np.maximum(cn, 1)
+                     + np.einsum("bij,bij->ij", sa, sa) / np.maximum(na, 1))
+        sse = ss_tot - explained
+        better = ok & (sse < best)
+        best[better] = sse[better]
+        k_best[better] = k
+    found = k_best >= 0
+    # segment means for the winning split (one pass over dates)
+    after_mask = (np.arange(n_t)[:, None, None] >= k_best[None]) & found[None] & usable
+    before_mask = (np.arange(n_t)[:, None, None] < k_best[None]) & found[None] & usable
+    nb_ = before_mask.sum(axis=0)
+    na_ = after_mask.sum(axis=0)
+    before = np.einsum("tbij,tij->bij", images, before_mask.astype(np.float32)) / np.maximum(nb_, 1)
+    after = np.einsum("tbij,tij->bij", images, after_mask.astype(np.float32)) / np.maximum(na_, 1)
+    d = (after - before) * inv
+    magnitude = np.sqrt(np.mean(d * d, axis=0)).astype(np.float32)
+    dof = np.maximum(n - 2, 1)
+    explained = ss_tot - np.where(found, best, ss_tot)
+    fstat = (explained * dof / np.maximum(np.where(found, best, 1.0), 1e-6)).astype(np.float32)
+    idx = np.arange(n_t)[:, None, None]
+    last = np.where(before_mask, idx, -1).max(axis=0).astype(np.int16)
+    magnitude[~found] = 0
+    fstat[~found] = 0
+    return PixelSteps(first_present=np.where(found, k_best, -1).astype(np.int16), last_absent=last,
+                      magnitude=magnitude, fstat=fstat, n_before=nb_.astype(np.int16),
+                      n_after=na_.astype(np.int16), before=before.astype(np.float32),
+                      after=after.astype(np.float32))

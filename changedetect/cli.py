@@ -1,0 +1,121 @@
+"""``detect-changes``: the command line. Parses, calls the pipeline, prints, exits.
+
+Exit codes: 0 success, 1 a processing error, 2 bad usage or bad input. An
+expected error prints one message that says how to fix it, never a traceback
+(``-v`` adds the traceback for bug reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .vector import FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="detect-changes",
+        description="Find and date new construction in a time series of satellite images of one "
+                    "site. Writes changes.gpkg / changes.geojson (one polygon per change, with "
+                    "last_absent and first_present dates) and run.json (inputs with SHA-256, "
+                    "parameters, versions, registration per scene).",
+        epilog="Example: detect-changes sample_data/*.tif --out results/")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="GeoTIFFs of the same site (two or more)")
+    p.add_argument("--manifest", metavar="CSV", help="CSV with path,date columns (overrides dates in names/tags)")
+    p.add_argument("--reference", default="first", metavar="DATE|first|last|PATH",
+                   help="image whose grid is used and to which others are registered (default: first)")
+    p.add_argument("--coregister", choices=("local", "global", "none"), default="local",
+                   help="co-registration: tie-point grid + affine (local, default), one shift (global), none")
+    p.add_argument("--on-registration-failure", choices=("raise", "keep"), default="raise",
+                   help="stop on a scene that cannot be registered (default) or keep it flagged")
+    p.add_argument("--min-magnitude", type=float, default=8.0, metavar="SIGMA",
+                   help="smallest change, in noise standard deviations (default: 8)")
+    p.add_argument("--alpha", type=float, default=0.01,
+                   help="significance of a step against seasonal variation (default: 0.01)")
+    p.add_argument("--persistence", type=int, default=2,
+                   help="usable acquisitions a change must stay visible in (default: 2)")
+    p.add_argument("--min-area", type=float, default=30.0, metavar="M2",
+                   help="minimum mapping unit in square metres (default: 30)")
+    p.add_argument("--out", default="results", metavar="DIR", help="output folder (default: results)")
+    p.add_argument("--format", action="append", choices=FORMATS, dest="formats",
+                   help="output format, repeatable (default: gpkg and geojson)")
+    p.add_argument("--block", type=int, default=512, help="block size in pixels (memory use)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log more (twice: debug)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p
+
+
+class _Progress:
+    """One updating line on a terminal, or nothing when quiet."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            end = "\n" if done == total else ""
+            print(f"\r{stage:>16}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+        elif done == total and stage != self.last:
+            print(f"{stage:>16}: {total}/{total} done", file=sys.stderr)
+            self.last = stage
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``detect-changes``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from .errors import ChangeDetectError, ChangeDetectWarning, InputError
+    from .pipeline import Config, detect_changes
+
+    warnings.simplefilter("default", ChangeDetectWarning)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        reference = int(args.reference) if args.reference.lstrip("-").isdigit() else args.reference
+        config = Config(reference=reference, coregister=args.coregister,
+                        on_registration_failure=args.on_registration_failure,
+                        min_magnitude=args.min_magnitude, alpha=args.alpha, persistence=args.persistence,
+                        min_area_m2=args.min_area, block=args.block,
+                        formats=tuple(args.formats or ("gpkg", "geojson")))
+        result = detect_changes(args.images, args.out, config=config, manifest=args.manifest,
+                                progress=_Progress(not args.quiet))
+    except ChangeDetectError as exc:
+        if args.verbose:
+            logging.exception("details")
+        print(f"detect-changes: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, InputError) else 1
+    except KeyboardInterrupt:
+        print("detect-changes: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+    if not args.quiet:
+        ch = result.changes
+        print(f"{len(ch)} changes over {len(result.run['inputs'])} acquisitions "
+              f"({result.run['inputs'][0]['date']} .. {result.run['inputs'][-1]['date']})")
+        for _, row in ch.iterrows():
+            print(f"  {row.change_id}  {row.kind:<10} {row.last_absent} .. {row.first_present}  "
+                  f"{row.area_m2:8.1f} m2  confidence {row.confidence:.2f}")
+        regs = [r for r in result.registrations if r.model not in ("identity",)]
+        if regs:
+            worst = max((r.rmse_px for r in regs if r.rmse_px == r.rmse_px), default=float("nan"))
+            print(f"co-registration: {len(regs)} scenes, worst tie-point residual {worst:.3f} px")
+        for name, path in result.outputs.items():
+            print(f"wrote {Path(path)}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,516 @@
+"""The end-to-end run: images in, dated change polygons and a run record out.
+
+``detect_changes`` runs the stages of DESIGN.md in order — stack, co-registration,
+radiometric normalisation, per-pixel change, objects, dating, export — with one
+:class:`Config`. Pixels are processed block by block; every output is written
+to a staging folder and moved into place only when the whole run succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import __version__
+from .coregister import Registration, coregister
+from .detect import robust_scale, shadow_like
+from .errors import EmptyDataError, InputError
+from .io import sha256_file, write_text
+from .objects import classify_kind, clean_mask, label_objects, object_shape, polygonize, regularize
+from .radiometry import Normalization, apply_normalization, fit_normalization
+from .stack import Stack, check_not_empty, open_stack
+from .timeline import step_change
+from .vector import FORMATS, export, to_geodataframe
+
+__all__ = ["Config", "Result", "detect_changes"]
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every parameter of a run (recorded in run.json).
+
+    Attributes
+    ----------
+    reference : str or int
+        Scene whose grid is used and to which others are registered: ``first``,
+        ``last``, an index, an ISO date or a file name. Changes are always
+        measured against the first acquisition (the baseline).
+    coregister : {"local", "global", "none"}
+        Co-registration model: tie-point grid with translation/affine model
+        (``local``), one translation, or georeferencing only.
+    on_registration_failure : {"raise", "keep"}
+        Stop with an error, or keep such a scene on its georeferencing and flag it.
+    min_magnitude : float
+        Smallest step, in noise standard deviations (root mean square over
+        bands of the difference between the means before and after), that
+        counts as a change.
+    alpha : float
+        Significance of the step (F test of the two-segment fit against the
+        variation within the segments): a step must stand out from seasons,
+        soil moisture and haze that come and go.
+    persistence : int
+        Usable acquisitions a change must stay visible in.
+    min_area_m2 : float
+        Minimum mapping unit.
+    min_width_m : float
+        Changes narrower than this (shadow slivers, walls, edges of roads) are
+        removed by a morphological opening.
+    max_ndvi : float
+        The built side of a change (after for construction, before for a
+        demolition) must have a mean NDVI below this; needs red and NIR bands.
+    transient_sigma : float
+        A pixel brighter (or darker) in all bands than both neighbouring dates
+        by this many noise sigmas is a transient (cloud, cloud shadow) and
+        unusable on that date.
+    block : int
+        Block size (pixels) for per-pixel processing: memory grows with it.
+    formats : tuple of str
+        Output formats among ``gpkg``, ``geojson``, ``kml``.
+    seed : int
+        Seed of the random parts (RANSAC); results are deterministic.
+    """
+
+    reference: str | int = "first"
+    coregister: str = "local"
+    on_registration_failure: str = "raise"
+    min_magnitude: float = 8.0
+    alpha: float = 0.01
+    persistence: int = 2
+    min_area_m2: float = 30.0
+    min_width_m: float = 2.0
+    max_ndvi: float = 0.3
+    transient_sigma: float = 3.0
+    block: int = 512
+    formats: tuple[str, ...] = ("gpkg", "geojson")
+    seed: int = 0
+
+    def __post_init__(self):
+        choices = {"coregister": ("local", "global", "none"),
+                   "on_registration_failure": ("raise", "keep"),
+                   }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InputError(f"{name}={getattr(self, name)!r} is not valid; choose one of "
+                                 f"{', '.join(allowed)}.")
+        if not 0 < self.alpha < 0.5:
+            raise InputError(f"alpha={self.alpha} must be between 0 and 0.5.")
+        if self.min_magnitude <= 0:
+            raise InputError("min_magnitude must be positive (noise standard deviations).")
+        if self.persistence < 1:
+            raise InputError("persistence must be at least 1 acquisition.")
+        if self.min_area_m2 < 0:
+            raise InputError("min_area_m2 cannot be negative.")
+        if self.block < 64:
+            raise InputError("block must be at least 64 pixels.")
+        object.__setattr__(self, "formats", tuple(self.formats))
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise InputError(f"formats {list(self.formats)} invalid; choose from {', '.join(FORMATS)}.")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a run produced.
+
+    Attributes
+    ----------
+    changes : geopandas.GeoDataFrame
+        One row per change, DESIGN.md schema, in the stack's CRS.
+    registrations : tuple of Registration
+        Per scene, in date order.
+    run : dict
+        The run record (also written as run.json).
+    outputs : dict
+        Output name to path (empty when no ``out_dir`` was given).
+    """
+
+    changes: object
+    registrations: tuple[Registration, ...]
+    run: dict
+    outputs: dict = field(default_factory=dict)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"changedetect": __version__, "python": platform.python_version(),
+           "platform": platform.platform()}
+    for pkg in ("numpy", "scipy", "rasterio", "shapely", "geopandas", "pyogrio", "pyproj",
+                "scikit-image"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    try:
+        import rasterio
+
+        out["gdal"] = rasterio.__gdal_version__
+    except Exception:  # pragma: no cover - rasterio is a dependency
+        out["gdal"] = None
+    return out
+
+
+def _sample_windows(stack: Stack, *, size: int = 256, n: int = 16):
+    """Up to ``n`` full-resolution windows spread over the grid, for statistics."""
+    from rasterio.windows import Window
+
+    size = min(size, stack.width, stack.height)
+    k = max(1, int(math.sqrt(n)))
+    rows = np.unique(np.linspace(0, stack.height - size, k).round().astype(int))
+    cols = np.unique(np.linspace(0, stack.width - size, k).round().astype(int))
+    return [Window(int(c), int(r), size, size) for r in rows for c in cols]
+
+
+def _read_sample(stack: Stack, i: int, windows) -> tuple[np.ndarray, np.ndarray]:
+    with stack.open_warped(i) as read:
+        parts = [read(w) for w in windows]
+    return (np.concatenate([p[0] for p in parts], axis=2),
+            np.concatenate([p[1] for p in parts], axis=1))
+
+
+@dataclass(frozen=True)
+class _Model:
+    """Per-run statistics the per-pixel stage needs (fitted on samples)."""
+
+    norms: tuple[Normalization, ...]
+    noise: np.ndarray            # per-band noise sigma of one observation
+    dark: float                  # brightness below which a state can be a shadow
+    flagged: tuple[bool, ...]
+    min_fstat: float
+
+
+def _read_series(stack: Stack, model: _Model, window, config: Config):
+    """Normalised images and usability of every date over one window.
+
+    Returns ``images`` (dates, bands, rows, cols) float32 and ``usable``
+    (dates, rows, cols) bool: valid data (eroded by 2 px so resampling edges
+    do not count), a registered scene, and not a transient (a pixel brighter or
+    darker in every band than both neighbouring dates: cloud, cloud shadow).
+    """
+    n = len(stack)
+    h, w = int(window.height), int(window.width)
+    images = np.empty((n, stack.count, h, w), dtype=np.float32)
+    usable = np.empty((n, h, w), dtype=bool)
+    for t in range(n):
+        data, v = stack.read(t, window)
+        apply_normalization(data, model.norms[t], out=images[t])
+        if model.flagged[t]:
+            v[:] = False
+        elif not v.all():
+            v = ndi.binary_erosion(v, iterations=2, border_value=1)
+        usable[t] = v
+    k = config.transient_sigma
+    s = model.noise[:, None, None] * np.sqrt(2)
+    for t in range(1, n - 1):
+        zp = (images[t] - images[t - 1]) / s
+        zn = (images[t] - images[t + 1]) / s
+        up = np.all(zp > k, axis=0) & np.all(zn > k, axis=0)
+        down = np.all(zp < -k, axis=0) & np.all(zn < -k, axis=0)
+        usable[t] &= ~((up | down) & usable[t - 1] & usable[t + 1])
+    return images, usable
+
+
+def _pixel_steps(images, usable, model: _Model, config: Config):
+    """Best step per pixel and whether it counts as a change."""
+    steps = step_change(images, usable, scale=model.noise, min_before=1,
+                        min_after=config.persistence)
+    changed = (steps.magnitude >= config.min_magnitude) & (steps.fstat >= model.min_fstat)
+    # a step whose dark side is one single observation that looks like a shadow (all bands
+    # darker by a similar factor) is illumination, not construction
+    shadow = shadow_like(steps.before, steps.after, dark=model.dark)
+    single_dark = np.where(steps.after.mean(axis=0) < steps.before.mean(axis=0),
+                           steps.n_after == 1, steps.n_before == 1)
+    changed &= ~(shadow & single_dark)
+    return steps, changed
+
+
+def _fit_model(stack: Stack, config: Config, flagged: Sequence[bool]) -> tuple[_Model, dict]:
+    from scipy.stats import f as f_dist
+
+    windows = _sample_windows(stack)
+    base, bv = _read_sample(stack, 0, windows)
+    if bv.sum() < 100:
+        raise EmptyDataError(f"{stack.scenes[0].path} has almost no valid pixel over the site; "
+                             "choose another first image or check its nodata value.")
+    norms: list[Normalization] = [Normalization(np.ones(stack.count), np.zeros(stack.count),
+                                                int(bv.sum()), np.zeros(stack.count))]
+    pair_scales = []
+    for t in range(1, len(stack)):
+        img, v = _read_sample(stack, t, windows)
+        both = v & bv
+        if both.sum() < 100:
+            raise EmptyDataError(f"{stack.scenes[t].path} overlaps the first image on fewer than 100 "
+                                 "valid pixels; remove it or check its footprint and nodata value.")
+        norm = fit_normalization(base, img, valid=both)
+        norms.append(norm)
+        x = apply_normalization(img, norm)
+        if not flagged[t]:
+            pair_scales.append(robust_scale(x - base, both))
+    # the difference of two observations has sqrt(2) times one observation's noise
+    noise = (np.median(np.array(pair_scales), axis=0) / np.sqrt(2) if pair_scales
+             else np.ones(stack.count)).astype(np.float32)
+    dark = float(np.quantile(base.mean(axis=0)[bv], 0.3))
+    n = len(stack)
+    min_f = float(f_dist.isf(config.alpha, stack.count, stack.count * max(n - 2, 1)))
+    model = _Model(norms=tuple(norms), noise=noise, dark=dark, flagged=tuple(flagged),
+                   min_fstat=min_f)
+    stats = {"thresholds": {"min_magnitude_sigma": config.min_magnitude,
+                            "min_fstat": round(min_f, 4),
+                            "fstat_alpha": config.alpha},
+             "noise_sigma": [round(float(x), 4) for x in noise],
+             "shadow_dark_level": round(dark, 3),
+             "normalization": {stack.scenes[t].name: norms[t].to_dict() for t in range(n)}}
+    return model, stats
+
+
+def _area_m2(geom, crs) -> float:
+    if crs is not None and getattr(crs, "is_geographic", False):
+        from pyproj import Geod
+
+        return float(abs(Geod(ellps="WGS84").geometry_area_perimeter(geom)[0]))
+    return float(geom.area)
+
+
+def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Config,
+             progress: Progress | None) -> list[dict]:
+    """Group changed pixels into objects, then date, classify and outline each one."""
+    from rasterio.windows import Window
+
+    px = stack.pixel_size
+    min_pixels = max(1, int(math.ceil(config.min_area_m2 / (px * px))))
+    radius = max(1, int(round(config.min_width_m / px / 2)))
+    mask = clean_mask(first >= 1, min_pixels=min_pixels, radius=radius)
+    labels, n = label_objects(mask)
+    log.info("%d candidate objects", n)
+    slices = ndi.find_objects(labels)
+    dates = stack.dates
+    rmse = [0.0 if not np.isfinite(r.rmse_px) else r.rmse_px for r in regs]
+    records = []
+    margin = 6
+    red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
+    ndvi_bands = (red_i, nir_i) if red_i is not None and nir_i is not None else None
+    for lab, sl in enumerate(slices, start=1):
+        if progress is not None:
+            progress("objects", lab, n)
+        if sl is None:
+            continue
+        r0, r1 = max(0, sl[0].start - margin), min(stack.height, sl[0].stop + margin)
+        c0, c1 = max(0, sl[1].start - margin), min(stack.width, sl[1].stop + margin)
+        win = Window(c0, r0, c1 - c0, r1 - r0)
+        obj = labels[r0:r1, c0:c1] == lab
+        images, usable = _read_series(stack, model, win, config)
+        # the object's own series: mean of its usable pixels on each date
+        n_use = usable[:, obj].sum(axis=1)
+        use_t = n_use >= 0.5 * obj.sum()
+        series = (np.einsum("tbp,tp->tb", images[:, :, obj], usable[:, obj].astype(np.float32))
+                  / np.maximum(n_use, 1)[:, None])
+        st = step_change(series[:, :, None, None], use_t[:, None, None], scale=model.noise,
+                         min_before=1, min_after=config.persistence)
+        k = int(st.first_present[0, 0])
+        magnitude, fstat = float(st.magnitude[0, 0]), float(st.fstat[0, 0])
+        if k < 1 or magnitude < config.min_magnitude or fstat < model.min_fstat:
+            continue
+        last = int(st.last_absent[0, 0])
+        before_t = [t for t in range(k) if use_t[t]]
+        after_t = [t for t in range(k, len(dates)) if use_t[t]]
+        before = _masked_mean(images[before_t], usable[before_t])
+        after = _masked_mean(images[after_t], usable[after_t])
+        g0 = images[before_t[0]].mean(axis=0)
+        noise_grad = float(np.median(np.hypot(ndi.sobel(g0, 0), ndi.sobel(g0, 1)) / 8)) + 1e-6
+        kind, contrast = classify_kind(before, after, obj, noise=noise_grad)
+        # the built side of a change (after a construction, before a demolition) is not
+        # vegetation: a change whose built side is green is trees or a field in season
+        if ndvi_bands is not None:
+            built = after if kind != "demolished" else before
+            red, nir = built[ndvi_bands[0]][obj], built[ndvi_bands[1]][obj]
+            ndvi = float(np.mean((nir - red) / np.maximum(nir + red, 1e-6)))
+            if ndvi > config.max_ndvi:
+                continue
+        geom = polygonize(obj, stack.window_transform(win))
+        if geom is None:
+            continue
+        geom = regularize(geom, min_fill=0.8, simplify=0.5 * px)
+        shp = object_shape(geom)
+        reg_rmse = max(rmse[last], rmse[k])
+        # confidence: significance of the step, its persistence, registration and shape
+        significance = 1.0 - math.exp(-max(0.0, magnitude / config.min_magnitude - 1.0) * 2.0)
+        clean = fstat / (fstat + 4.0 * model.min_fstat)
+        persistence = min(1.0, int(st.n_after[0, 0]) / max(config.persistence + 1, 1))
+        registration = math.exp(-((reg_rmse / 0.5) ** 2))
+        shape_term = 0.5 + 0.5 * min(1.0, shp.rectangularity)
+        conf = significance * (0.5 + 0.5 * clean) * persistence * registration * shape_term
+        records.append({
+            "geometry": geom, "kind": kind,
+            "last_absent": dates[last].isoformat(),
+            "first_present": dates[k].isoformat(),
+            "area_m2": round(_area_m2(geom, stack.crs), 2),
+            "confidence": round(float(conf), 3),
+            "score": round(magnitude, 3),
+            "registration_rmse_px": round(float(reg_rmse), 4),
+            "n_observations": int(use_t.sum()),
+            "building_id": None,
+            "_order": (dates[k], -geom.centroid.y, geom.centroid.x),
+        })
+    records.sort(key=lambda r: r["_order"])
+    for i, r in enumerate(records, start=1):
+        r["change_id"] = f"chg-{i:04d}"
+        r.pop("_order")
+    return records
+
+
+def _masked_mean(images: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Per-pixel mean over dates of usable observations, (bands, rows, cols)."""
+    u = usable.astype(np.float32)
+    return np.einsum("tbij,tij->bij", images, u) / np.maximum(u.sum(axis=0), 1)
+
+
+def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None, *,
+                   config: Config | None = None, manifest: str | os.PathLike | None = None,
+                   progress: Progress | None = None) -> Result:
+    """Detect and date construction in a series of images of one site.
+
+    Parameters
+    ----------
+    images : sequence of path-like
+        Two or more georeferenced rasters with dates in their names, tags or
+        ``manifest``.
+    out_dir : path-like, optional
+        Where to write ``changes.gpkg``/``.geojson``/``.kml`` and ``run.json``.
+        Nothing is written there unless the whole run succeeds.
+    config : Config, optional
+        Parameters; defaults are the recommended ones.
+    manifest : path-like, optional
+        CSV with ``path,date`` columns.
+    progress : callable, optional
+        Called as ``progress(stage, done, total)``.
+
+    Returns
+    -------
+    Result
+
+    Raises
+    ------
+    ChangeDetectError
+        Any input or processing problem, with a message saying how to fix it.
+    """
+    config = config or Config()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def mark(stage: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[stage] = round(now - since, 3)
+        return now
+
+    stack = open_stack(images, manifest=manifest, reference=config.reference)
+    for i in range(len(stack)):
+        check_not_empty(stack, i)
+    t = mark("open", t0)
+
+    def reg_progress(done, total, name):
+        if progress is not None:
+            progress("co-registration", done, total)
+
+    stack, regs = coregister(stack, method=config.coregister,
+                             on_failure=config.on_registration_failure, progress=reg_progress,
+                             seed=config.seed)
+    t = mark("coregister", t)
+
+    model, stats = _fit_model(stack, config, [r.flagged for r in regs])
+    t = mark("normalise", t)
+
+    first = np.full(stack.shape, -1, dtype=np.int16)
+    blocks = list(stack.windows(block=config.block))
+    for b, (inner, _) in enumerate(blocks, start=1):
+        images, usable = _read_series(stack, model, inner, config)
+        steps, changed = _pixel_steps(images, usable, model, config)
+        r0, c0 = int(inner.row_off), int(inner.col_off)
+        first[r0:r0 + int(inner.height), c0:c0 + int(inner.width)] = np.where(
+            changed, steps.first_present, -1)
+        if progress is not None:
+            progress("pixels", b, len(blocks))
+    t = mark("pixels", t)
+
+    records = _objects(stack, model, first, regs, config, progress)
+    changes = to_geodataframe(records, crs=stack.crs) if records else _empty(stack.crs)
+    t = mark("objects", t)
+
+    run = {
+        "changedetect": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": [{"name": s.name, "path": str(Path(s.path).resolve()), "sha256": s.sha256,
+                    "date": s.date.isoformat(), "date_source": s.date_source,
+                    "crs": s.crs.to_string(), "transform": list(s.transform)[:6],
+                    "width": s.width, "height": s.height, "bands": s.count, "dtype": s.dtype,
+                    "nodata": s.nodata} for s in stack.scenes],
+        "manifest": None if manifest is None else {"path": str(Path(manifest).resolve()),
+                                                   "sha256": sha256_file(manifest)},
+        "reference": stack.scenes[stack.reference].name,
+        "baseline": stack.scenes[0].name,
+        "grid": {"crs": stack.crs.to_string(), "transform": list(stack.transform)[:6],
+                 "width": stack.width, "height": stack.height},
+        "parameters": dataclasses.asdict(config),
+        "versions": _versions(),
+        "registration": {r.scene: r.to_dict() for r in regs},
+        **stats,
+        "n_changes": int(len(changes)),
+        "changes_by_kind": {k: int(v) for k, v in changes["kind"].value_counts().sort_index().items()},
+        "timings_s": timings,
+    }
+    outputs: dict = {}
+    if out_dir is not None:
+        outputs = _write_outputs(Path(out_dir), changes, run, config)
+    timings["total"] = round(time.perf_counter() - t0, 3)
+    return Result(changes=changes, registrations=regs, run=run, outputs=outputs)
+
+
+def _empty(crs):
+    import geopandas as gpd
+    import pandas as pd
+
+    from .vector import COLUMNS, _DTYPES
+
+    df = pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in COLUMNS})
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+
+
+def _write_outputs(out_dir: Path, changes, run: dict, config: Config) -> dict:
+    """Write everything to a staging folder, then move it into ``out_dir``."""
+    from .errors import OutputError
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    except OSError as exc:
+        raise OutputError(f"Cannot create the output folder {out_dir}: {exc.strerror}. "
+                          "Choose another --out.") from None
+    try:
+        written = export(changes, staging, formats=config.formats)
+        run["outputs"] = {p.name: sha256_file(p) for p in written.values()}
+        write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
+        final = {}
+        for p in sorted(staging.iterdir()):
+            os.replace(p, out_dir / p.name)
+            final[p.name] = out_dir / p.name
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
