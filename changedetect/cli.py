@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="co-registration: tie-point grid + affine (local, default), one shift (global), none")
     p.add_argument("--on-registration-failure", choices=("raise", "keep"), default="raise",
                    help="stop on a scene that cannot be registered (default) or keep it flagged")
-    p.add_argument("--min-magnitude", type=float, default=8.0, metavar="SIGMA",
-                   help="smallest change, in noise standard deviations (default: 8)")
+    p.add_argument("--min-magnitude", type=float, default=14.0, metavar="SIGMA",
+                   help="smallest change of a pixel, in noise standard deviations (default: 14)")
     p.add_argument("--alpha", type=float, default=0.01,
                    help="significance of a step against seasonal variation (default: 0.01)")
     p.add_argument("--persistence", type=int, default=2,

@@ -27,7 +27,7 @@ from .errors import InputError
 
 __all__ = ["difference", "log_ratio", "cva", "change_score", "robust_scale",
            "Threshold", "threshold_otsu", "threshold_kittler", "threshold_chi2", "choose_threshold",
-           "change_mask", "shadow_like"]
+           "change_mask", "shadow_like", "local_correlation"]
 
 _METHODS = ("cva", "difference", "log_ratio")
 _THRESHOLDS = ("chi2", "otsu", "kittler")
@@ -152,6 +152,38 @@ def shadow_like(before: np.ndarray, after: np.ndarray, *, dark: float, angle_deg
     lo, hi = ratio
     scaled = ((r >= lo) & (r <= hi)) | ((r >= 1 / hi) & (r <= 1 / lo))
     return same_colour & scaled & (np.minimum(ba, bb) < dark)
+
+
+def local_correlation(a: np.ndarray, b: np.ndarray, *, size: int = 5) -> np.ndarray:
+    """Local Pearson correlation of two images' band means in ``size`` × ``size`` windows.
+
+    Illumination changes (a shadow moving with the sun) darken the ground but
+    keep its texture, so the correlation stays high; a new roof replaces the
+    texture and the correlation drops. Returns float32 in [-1, 1] (0 where
+    either window is flat).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> ground = rng.normal(1000, 50, (1, 32, 32))
+    >>> float(local_correlation(ground, 0.4 * ground)[16, 16]) > 0.99
+    True
+    """
+    from scipy.ndimage import uniform_filter
+
+    x = np.asarray(a, dtype=np.float32)
+    y = np.asarray(b, dtype=np.float32)
+    if x.ndim == 3:
+        x = x.mean(axis=0)
+        y = y.mean(axis=0)
+    mx = uniform_filter(x, size, mode="nearest")
+    my = uniform_filter(y, size, mode="nearest")
+    cxy = uniform_filter(x * y, size, mode="nearest") - mx * my
+    vx = np.maximum(uniform_filter(x * x, size, mode="nearest") - mx * mx, 0)
+    vy = np.maximum(uniform_filter(y * y, size, mode="nearest") - my * my, 0)
+    den = np.sqrt(vx * vy)
+    out = np.where(den > 1e-6, cxy / np.maximum(den, 1e-6), 0.0).astype(np.float32)
+    return np.clip(out, -1, 1, out=out)
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from scipy import ndimage as ndi
 
 from . import __version__
 from .coregister import Registration, coregister
-from .detect import robust_scale, shadow_like
+from .detect import local_correlation, robust_scale, shadow_like
 from .errors import EmptyDataError, InputError
 from .io import sha256_file, write_text
 from .objects import classify_kind, clean_mask, label_objects, object_shape, polygonize, regularize
 from .radiometry import Normalization, apply_normalization, fit_normalization
 from .stack import Stack, check_not_empty, open_stack
-from .timeline import step_change
+from .timeline import series_change, step_change
 from .vector import FORMATS, export, to_geodataframe
 
 __all__ = ["Config", "Result", "detect_changes"]
@@ -60,9 +60,10 @@ class Config:
     on_registration_failure : {"raise", "keep"}
         Stop with an error, or keep such a scene on its georeferencing and flag it.
     min_magnitude : float
-        Smallest step, in noise standard deviations (root mean square over
-        bands of the difference between the means before and after), that
-        counts as a change.
+        Smallest step of a pixel, in noise standard deviations (Euclidean
+        norm over bands and texture of the difference between the means before
+        and after), that counts as a change. An object's net change must reach
+        half of it (its mean is far less noisy than a pixel).
     alpha : float
         Significance of the step (F test of the two-segment fit against the
         variation within the segments): a step must stand out from seasons,
@@ -92,7 +93,7 @@ class Config:
     reference: str | int = "first"
     coregister: str = "local"
     on_registration_failure: str = "raise"
-    min_magnitude: float = 8.0
+    min_magnitude: float = 14.0
     alpha: float = 0.01
     persistence: int = 2
     min_area_m2: float = 30.0
@@ -198,31 +199,51 @@ class _Model:
     min_fstat: float
 
 
-def _read_series(stack: Stack, model: _Model, window, config: Config):
-    """Normalised images and usability of every date over one window.
+def _texture(images: np.ndarray, *, size: int = 5) -> np.ndarray:
+    """Local standard deviation of the band mean: roofs are flat, rubble and ground are not."""
+    g = images.mean(axis=-3)
+    m = ndi.uniform_filter(g, size=size, axes=(-2, -1), mode="nearest")
+    m2 = ndi.uniform_filter(g * g, size=size, axes=(-2, -1), mode="nearest")
+    return np.sqrt(np.maximum(m2 - m * m, 0))
 
-    Returns ``images`` (dates, bands, rows, cols) float32 and ``usable``
-    (dates, rows, cols) bool: valid data (eroded by 2 px so resampling edges
-    do not count), a registered scene, and not a transient (a pixel brighter or
-    darker in every band than both neighbouring dates: cloud, cloud shadow).
+
+def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: int = 3):
+    """Normalised images (plus a texture channel) and usability of every date over one window.
+
+    Returns ``images`` (dates, bands + 1, rows, cols) float32 — the last channel
+    is the local texture — and ``usable`` (dates, rows, cols) bool: valid data
+    (eroded by 2 px so resampling edges do not count), a registered scene, and
+    not a transient (a pixel brighter or darker in every band than both
+    neighbouring dates: cloud, cloud shadow).
     """
+    from rasterio.windows import Window
+
     n = len(stack)
+    c0, r0 = max(0, int(window.col_off) - halo), max(0, int(window.row_off) - halo)
+    c1 = min(stack.width, int(window.col_off + window.width) + halo)
+    r1 = min(stack.height, int(window.row_off + window.height) + halo)
+    outer = Window(c0, r0, c1 - c0, r1 - r0)
+    crop = (slice(int(window.row_off) - r0, int(window.row_off + window.height) - r0),
+            slice(int(window.col_off) - c0, int(window.col_off + window.width) - c0))
     h, w = int(window.height), int(window.width)
-    images = np.empty((n, stack.count, h, w), dtype=np.float32)
+    nb = stack.count
+    images = np.empty((n, nb + 1, h, w), dtype=np.float32)
     usable = np.empty((n, h, w), dtype=bool)
     for t in range(n):
-        data, v = stack.read(t, window)
-        apply_normalization(data, model.norms[t], out=images[t])
+        data, v = stack.read(t, outer)
+        apply_normalization(data, model.norms[t], out=data)
+        images[t, :nb] = data[(slice(None),) + crop]
+        images[t, nb] = _texture(data)[crop]
         if model.flagged[t]:
             v[:] = False
         elif not v.all():
-            v = ndi.binary_erosion(v, iterations=2, border_value=1)
-        usable[t] = v
+            v = ndi.binary_erosion(v, iterations=4, border_value=1)  # resampling + texture window
+        usable[t] = v[crop]
     k = config.transient_sigma
-    s = model.noise[:, None, None] * np.sqrt(2)
+    s = model.noise[:nb, None, None] * np.sqrt(2)
     for t in range(1, n - 1):
-        zp = (images[t] - images[t - 1]) / s
-        zn = (images[t] - images[t + 1]) / s
+        zp = (images[t, :nb] - images[t - 1, :nb]) / s
+        zn = (images[t, :nb] - images[t + 1, :nb]) / s
         up = np.all(zp > k, axis=0) & np.all(zn > k, axis=0)
         down = np.all(zp < -k, axis=0) & np.all(zn < -k, axis=0)
         usable[t] &= ~((up | down) & usable[t - 1] & usable[t + 1])
@@ -234,12 +255,15 @@ def _pixel_steps(images, usable, model: _Model, config: Config):
     steps = step_change(images, usable, scale=model.noise, min_before=1,
                         min_after=config.persistence)
     changed = (steps.magnitude >= config.min_magnitude) & (steps.fstat >= model.min_fstat)
-    # a step whose dark side is one single observation that looks like a shadow (all bands
-    # darker by a similar factor) is illumination, not construction
-    shadow = shadow_like(steps.before, steps.after, dark=model.dark)
-    single_dark = np.where(steps.after.mean(axis=0) < steps.before.mean(axis=0),
+    # illumination, not construction: all bands darker by a similar factor (a shadow) on one
+    # side, with either the ground's texture still showing through, or only one observation
+    # on the dark side (the baseline's long winter shadows)
+    before, after = steps.before[:-1], steps.after[:-1]        # spectral bands only
+    shadow = shadow_like(before, after, dark=model.dark)
+    single_dark = np.where(after.mean(axis=0) < before.mean(axis=0),
                            steps.n_after == 1, steps.n_before == 1)
-    changed &= ~(shadow & single_dark)
+    textured = local_correlation(before, after) >= 0.5
+    changed &= ~(shadow & (single_dark | textured))
     return steps, changed
 
 
@@ -264,13 +288,14 @@ def _fit_model(stack: Stack, config: Config, flagged: Sequence[bool]) -> tuple[_
         norms.append(norm)
         x = apply_normalization(img, norm)
         if not flagged[t]:
-            pair_scales.append(robust_scale(x - base, both))
+            d = np.concatenate([x - base, (_texture(x) - _texture(base))[None]])
+            pair_scales.append(robust_scale(d, both))
     # the difference of two observations has sqrt(2) times one observation's noise
     noise = (np.median(np.array(pair_scales), axis=0) / np.sqrt(2) if pair_scales
-             else np.ones(stack.count)).astype(np.float32)
+             else np.ones(stack.count + 1)).astype(np.float32)
     dark = float(np.quantile(base.mean(axis=0)[bv], 0.3))
     n = len(stack)
-    min_f = float(f_dist.isf(config.alpha, stack.count, stack.count * max(n - 2, 1)))
+    min_f = float(f_dist.isf(config.alpha, stack.count + 1, (stack.count + 1) * max(n - 2, 1)))
     model = _Model(norms=tuple(norms), noise=noise, dark=dark, flagged=tuple(flagged),
                    min_fstat=min_f)
     stats = {"thresholds": {"min_magnitude_sigma": config.min_magnitude,
@@ -323,18 +348,18 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
         use_t = n_use >= 0.5 * obj.sum()
         series = (np.einsum("tbp,tp->tb", images[:, :, obj], usable[:, obj].astype(np.float32))
                   / np.maximum(n_use, 1)[:, None])
-        st = step_change(series[:, :, None, None], use_t[:, None, None], scale=model.noise,
-                         min_before=1, min_after=config.persistence)
-        k = int(st.first_present[0, 0])
-        magnitude, fstat = float(st.magnitude[0, 0]), float(st.fstat[0, 0])
-        if k < 1 or magnitude < config.min_magnitude or fstat < model.min_fstat:
+        ch = series_change(series, use_t, scale=model.noise, min_after=config.persistence)
+        if ch is None or ch.magnitude < 0.5 * config.min_magnitude or ch.fstat < model.min_fstat:
+            log.debug("object %d at rows %d-%d cols %d-%d dropped: %s", lab, r0, r1, c0, c1,
+                      "too few usable dates" if ch is None else
+                      f"net change {ch.magnitude:.1f} sigma, F {ch.fstat:.1f}")
             continue
-        last = int(st.last_absent[0, 0])
+        k, last, magnitude, fstat = ch.first_present, ch.last_absent, ch.magnitude, ch.fstat
         before_t = [t for t in range(k) if use_t[t]]
-        after_t = [t for t in range(k, len(dates)) if use_t[t]]
-        before = _masked_mean(images[before_t], usable[before_t])
-        after = _masked_mean(images[after_t], usable[after_t])
-        g0 = images[before_t[0]].mean(axis=0)
+        after_t = [t for t in range(ch.completed, len(dates)) if use_t[t]]
+        before = _masked_mean(images[before_t, :-1], usable[before_t])
+        after = _masked_mean(images[after_t, :-1], usable[after_t])
+        g0 = images[before_t[0], :-1].mean(axis=0)
         noise_grad = float(np.median(np.hypot(ndi.sobel(g0, 0), ndi.sobel(g0, 1)) / 8)) + 1e-6
         kind, contrast = classify_kind(before, after, obj, noise=noise_grad)
         # the built side of a change (after a construction, before a demolition) is not
@@ -344,6 +369,8 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
             red, nir = built[ndvi_bands[0]][obj], built[ndvi_bands[1]][obj]
             ndvi = float(np.mean((nir - red) / np.maximum(nir + red, 1e-6)))
             if ndvi > config.max_ndvi:
+                log.debug("object %d at rows %d-%d cols %d-%d dropped: NDVI %.2f on the built side",
+                          lab, r0, r1, c0, c1, ndvi)
                 continue
         geom = polygonize(obj, stack.window_transform(win))
         if geom is None:
@@ -354,7 +381,7 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
         # confidence: significance of the step, its persistence, registration and shape
         significance = 1.0 - math.exp(-max(0.0, magnitude / config.min_magnitude - 1.0) * 2.0)
         clean = fstat / (fstat + 4.0 * model.min_fstat)
-        persistence = min(1.0, int(st.n_after[0, 0]) / max(config.persistence + 1, 1))
+        persistence = min(1.0, ch.n_after / max(config.persistence + 1, 1))
         registration = math.exp(-((reg_rmse / 0.5) ** 2))
         shape_term = 0.5 + 0.5 * min(1.0, shp.rectangularity)
         conf = significance * (0.5 + 0.5 * clean) * persistence * registration * shape_term

@@ -179,36 +179,16 @@ class Stack:
         scene without reopening the file.
         """
         import rasterio
-        from rasterio.enums import Resampling
-        from rasterio.vrt import WarpedVRT
-        from rasterio.windows import Window
 
         scene = self.scenes[i]
         m = self.ref_to_scene[i] if ref_to_scene is None else np.asarray(ref_to_scene)
-        # scene pixel -> reference pixel -> map coordinates of the reference grid
-        src_transform = self.transform @ matrix_to_affine(invert(m))
-        rs = Resampling[resampling or self.resampling]
+        rs = resampling or self.resampling
         with rasterio.open(scene.path) as src:
-            nodata = src.nodata
-            with WarpedVRT(src, src_crs=self.crs, src_transform=src_transform, crs=self.crs,
-                           transform=self.transform, width=self.width, height=self.height,
-                           resampling=rs, src_nodata=nodata,
-                           nodata=nodata if nodata is not None else 0) as vrt:
 
-                def read(window=None, out_shape=None):
-                    if window is None:
-                        window = Window(0, 0, self.width, self.height)
-                    shape = (self.count, *(out_shape or (int(window.height), int(window.width))))
-                    data = vrt.read(window=window, out_shape=shape, out_dtype="float32",
-                                    resampling=Resampling.average)
-                    valid = vrt.dataset_mask(window=window, out_shape=shape[1:],
-                                             resampling=Resampling.nearest) > 0
-                    if nodata is not None:
-                        valid &= np.all(data != nodata, axis=0)
-                    data[:, ~valid] = 0
-                    return data, valid
+            def read(window=None, out_shape=None):
+                return _warp_window(self, src, m, window, out_shape, rs)
 
-                yield read
+            yield read
 
     def read(self, i: int, window=None, *, out_shape: tuple[int, int] | None = None,
              ref_to_scene: np.ndarray | None = None,
@@ -237,6 +217,76 @@ class Stack:
         """
         with self.open_warped(i, ref_to_scene=ref_to_scene, resampling=resampling) as read:
             return read(window, out_shape)
+
+
+def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampling: str):
+    """Warp the part of an open scene that covers a window of the reference grid.
+
+    Only the scene pixels under the window (plus a margin for the resampling
+    kernel) are read, decimated first when the output is coarser, so memory
+    depends on the window. Both grids are expressed in the reference CRS: the
+    scene's geotransform is replaced by ``T_ref ∘ inv(ref_to_scene)``.
+    """
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+    from rasterio.windows import Window
+
+    if window is None:
+        window = Window(0, 0, stack.width, stack.height)
+    h, w = int(window.height), int(window.width)
+    oh, ow = out_shape or (h, w)
+    bands = stack.count
+    # destination pixel -> reference pixel
+    d = np.array([[w / ow, 0.0, float(window.col_off)], [0.0, h / oh, float(window.row_off)]])
+    md = compose(m, d)                                   # destination pixel -> scene pixel
+    data = np.zeros((bands, oh, ow), dtype=np.float32)
+    valid = np.zeros((oh, ow), dtype=bool)
+    nodata = src.nodata
+    lin = md[:, :2]
+    if (np.allclose(lin, np.eye(2), atol=1e-9) and np.allclose(md[:, 2], np.round(md[:, 2]), atol=1e-6)):
+        # integer offset, same pixel size: a plain read
+        c0, r0 = int(round(md[0, 2])), int(round(md[1, 2]))
+        win = Window(c0, r0, ow, oh)
+        arr = src.read(window=win, boundless=True, fill_value=nodata if nodata is not None else 0,
+                       out_dtype="float32")
+        inside = np.zeros((oh, ow), bool)
+        rr0, cc0 = max(0, -r0), max(0, -c0)
+        rr1, cc1 = min(oh, src.height - r0), min(ow, src.width - c0)
+        if rr1 > rr0 and cc1 > cc0:
+            inside[rr0:rr1, cc0:cc1] = True
+        valid = inside if nodata is None else inside & np.all(arr != nodata, axis=0)
+        data = arr
+        data[:, ~valid] = 0
+        return data, valid
+    corners = np.array([[0, 0, 1], [ow, 0, 1], [0, oh, 1], [ow, oh, 1]], dtype=np.float64).T
+    sc, sr = md @ corners
+    f = max(1, int(math.floor(math.sqrt(abs(np.linalg.det(lin))))))   # scene px per output px
+    pad = 4 * f
+    c0 = int(max(0, math.floor(sc.min()) - pad))
+    r0 = int(max(0, math.floor(sr.min()) - pad))
+    c1 = int(min(src.width, math.ceil(sc.max()) + pad))
+    r1 = int(min(src.height, math.ceil(sr.max()) + pad))
+    if c1 <= c0 or r1 <= r0:
+        return data, valid
+    sw, sh = c1 - c0, r1 - r0
+    sow, soh = max(1, -(-sw // f)), max(1, -(-sh // f))
+    arr = src.read(window=Window(c0, r0, sw, sh), out_shape=(bands, soh, sow), out_dtype="float32",
+                   resampling=Resampling.average if f > 1 else Resampling.nearest)
+    src_valid = np.ones((soh, sow), np.uint8) if nodata is None else np.all(arr != nodata, axis=0).astype(np.uint8)
+    s = np.array([[sw / sow, 0.0, c0], [0.0, sh / soh, r0]])   # subset pixel -> scene pixel
+    t_ref = affine_to_matrix(stack.transform)
+    src_t = matrix_to_affine(compose(t_ref, compose(invert(m), s)))
+    dst_t = matrix_to_affine(compose(t_ref, d))
+    fill = nodata if nodata is not None else 0.0
+    reproject(arr, data, src_transform=src_t, src_crs=stack.crs, dst_transform=dst_t,
+              dst_crs=stack.crs, resampling=Resampling[resampling], src_nodata=fill,
+              dst_nodata=fill)
+    vmask = np.zeros((oh, ow), np.uint8)
+    reproject(src_valid, vmask, src_transform=src_t, src_crs=stack.crs, dst_transform=dst_t,
+              dst_crs=stack.crs, resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
+    valid = vmask > 0
+    data[:, ~valid] = 0
+    return data, valid
 
 
 def _nominal(scene: SceneInfo, crs, transform, width: int, height: int) -> np.ndarray:

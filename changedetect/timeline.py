@@ -22,7 +22,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["first_persistent", "Step", "step_fit", "PixelSteps", "step_change"]
+__all__ = ["first_persistent", "Step", "step_fit", "PixelSteps", "step_change", "SeriesChange",
+           "series_change"]
 
 
 def first_persistent(changed: np.ndarray, usable: np.ndarray, *, persistence: int = 2) -> np.ndarray:
@@ -151,7 +152,7 @@ class PixelSteps:
     first_present, last_absent : ndarray, int16, (rows, cols)
         Date indices around the best step; -1 where no step could be fitted.
     magnitude : ndarray, float32, (rows, cols)
-        Size of the step: root mean square over bands of the difference of the
+        Size of the step: Euclidean norm over bands of the difference of the
         two segments' means, in noise standard deviations.
     fstat : ndarray, float32, (rows, cols)
         Variance explained by the step relative to what is left within the two
@@ -246,7 +247,7 @@ def step_change(images: np.ndarray, usable: np.ndarray, *, scale: np.ndarray,
     before = np.einsum("tbij,tij->bij", images, before_mask.astype(np.float32)) / np.maximum(nb_, 1)
     after = np.einsum("tbij,tij->bij", images, after_mask.astype(np.float32)) / np.maximum(na_, 1)
     d = (after - before) * inv
-    magnitude = np.sqrt(np.mean(d * d, axis=0)).astype(np.float32)
+    magnitude = np.sqrt(np.sum(d * d, axis=0)).astype(np.float32)
     dof = np.maximum(n - 2, 1)
     explained = ss_tot - np.where(found, best, ss_tot)
     fstat = (explained * dof / np.maximum(np.where(found, best, 1.0), 1e-6)).astype(np.float32)
@@ -258,3 +259,118 @@ def step_change(images: np.ndarray, usable: np.ndarray, *, scale: np.ndarray,
                       magnitude=magnitude, fstat=fstat, n_before=nb_.astype(np.int16),
                       n_after=na_.astype(np.int16), before=before.astype(np.float32),
                       after=after.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class SeriesChange:
+    """The change found in one object's multiband series (see :func:`series_change`).
+
+    Attributes
+    ----------
+    first_present, last_absent : int
+        Date indices: the first acquisition in which anything of the change is
+        visible (a cleared pad counts) and the last usable one before it.
+    completed : int
+        First acquisition of the final, stable state (== ``first_present``
+        when the change happened in one step).
+    magnitude : float
+        Net change from the first to the final state, in noise standard
+        deviations (Euclidean over bands).
+    fstat : float
+        Variance explained by the fitted steps against what is left (F).
+    n_before, n_after : int
+        Usable observations before ``first_present`` and in the final state.
+    steps : int
+        1 or 2.
+    """
+
+    first_present: int
+    last_absent: int
+    completed: int
+    magnitude: float
+    fstat: float
+    n_before: int
+    n_after: int
+    steps: int
+
+
+def series_change(series: np.ndarray, usable: np.ndarray, *, scale: np.ndarray,
+                  min_after: int = 2, alpha_extra: float = 0.05) -> SeriesChange | None:
+    """Fit one or two steps to a short multiband series and describe the net change.
+
+    Construction is often gradual: bare ground, then a cleared pad or walls,
+    then the roof. One step fitted to such a series leaves the intermediate
+    state as unexplained variance; two steps (three segments) explain it. The
+    two-step model is used only when the extra step is significant (an F test
+    at ``alpha_extra``). The final segment must hold ``min_after`` usable
+    observations (persistence). Cost is quadratic in the number of dates, for
+    one object.
+
+    Parameters
+    ----------
+    series : ndarray, shape (dates, bands)
+    usable : ndarray of bool, shape (dates,)
+    scale : ndarray, shape (bands,)
+        Noise standard deviation of one observation, per band.
+
+    Returns
+    -------
+    SeriesChange or None
+        None when there are too few usable dates.
+
+    Examples
+    --------
+    >>> s = np.array([[0.0], [0.2], [10.0], [10.3], [20.0], [20.1], [19.8]])
+    >>> c = series_change(s, np.ones(7, bool), scale=np.array([1.0]))
+    >>> c.steps, c.first_present, c.completed, round(c.magnitude)
+    (2, 2, 4, 20)
+    """
+    from scipy.stats import f as f_dist
+
+    idx = np.flatnonzero(np.asarray(usable, bool))
+    n = idx.size
+    if n < 1 + min_after:
+        return None
+    z = np.asarray(series, dtype=np.float64)[idx] / np.asarray(scale, dtype=np.float64)
+    nb = z.shape[1]
+    z = z - z.mean(axis=0)
+    c1 = np.vstack([np.zeros(nb), np.cumsum(z, axis=0)])          # prefix sums, (n+1, B)
+    c2 = np.concatenate([[0.0], np.cumsum(np.sum(z * z, axis=1))])  # prefix sum of |z|^2
+
+    def sse(i, j):  # segment [i, j) of the usable series, vectorised over i, j arrays
+        s = c1[j] - c1[i]
+        return (c2[j] - c2[i]) - np.sum(s * s, axis=-1) / np.maximum(j - i, 1)
+
+    ss_tot = float(c2[n])
+    k = np.arange(1, n - min_after + 1)
+    one = sse(0, k) + sse(k, n)
+    b1 = int(np.argmin(one))
+    best1 = (float(one[b1]), int(k[b1]))
+    best2 = None
+    if n >= 2 + min_after:
+        k1, k2 = np.meshgrid(np.arange(1, n), np.arange(1, n), indexing="ij")
+        ok = (k2 > k1) & (k2 <= n - min_after)
+        if ok.any():
+            k1, k2 = k1[ok], k2[ok]
+            two = sse(0, k1) + sse(k1, k2) + sse(k2, n)
+            b2 = int(np.argmin(two))
+            best2 = (float(two[b2]), int(k1[b2]), int(k2[b2]))
+    steps = 1
+    if best2 is not None and n - 3 > 0:
+        f_extra = (best1[0] - best2[0]) * (n - 3) / max(best2[0], 1e-9) / nb
+        if f_extra > f_dist.isf(alpha_extra, nb, nb * (n - 3)):
+            steps = 2
+    if steps == 1:
+        sse_, ka = best1
+        kb = ka
+        dof = max(n - 2, 1)
+    else:
+        sse_, ka, kb = best2
+        dof = max(n - 3, 1)
+    first_mean = (c1[ka] - c1[0]) / ka
+    last_mean = (c1[n] - c1[kb]) / (n - kb)
+    magnitude = float(np.linalg.norm(last_mean - first_mean))
+    fstat = float((ss_tot - sse_) * dof / max(sse_, 1e-9) / steps)
+    return SeriesChange(first_present=int(idx[ka]), last_absent=int(idx[ka - 1]),
+                        completed=int(idx[kb]), magnitude=magnitude, fstat=fstat,
+                        n_before=int(ka), n_after=int(n - kb), steps=steps)
