@@ -127,7 +127,7 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
     if r.shape[1] < 100:
         raise EmptyDataError("Fewer than 100 pixels are valid in both images: cannot normalise.")
     nb = r.shape[0]
-    sel = np.ones(r.shape[1], bool)
+    sel = _consensus(r, t)
     gain, offset = np.ones(nb), np.zeros(nb)
     for _ in range(iterations):
         for b in range(nb):
@@ -142,6 +142,40 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
     res = (gain[:, None] * t[:, sel] + offset[:, None] - r[:, sel]) / np.sqrt(1 + gain[:, None] ** 2)
     return Normalization(gain=gain, offset=offset, n_invariant=int(sel.sum()),
                          rmse=np.sqrt(np.mean(res ** 2, axis=1)))
+
+
+def _consensus(r: np.ndarray, t: np.ndarray, *, trials: int = 300, n_sample: int = 20_000,
+               seed: int = 0) -> np.ndarray:
+    """Initial invariant set by RANSAC, so clouds, haze banks or a changed quarter of the
+    scene cannot drag the first fit (and the selection that follows it) astray.
+
+    A model is the per-band line through two random pixels; its support is the
+    number of pixels within a tolerance in every band at once.
+    """
+    rng = np.random.default_rng(seed)
+    n = r.shape[1]
+    sub = np.arange(0, n, max(1, n // n_sample))
+    rs, ts = r[:, sub], t[:, sub]
+    iqr_r = np.subtract(*np.percentile(rs, [75, 25], axis=1))
+    iqr_t = np.subtract(*np.percentile(ts, [75, 25], axis=1))
+    tol = (0.1 * np.maximum(iqr_r, 1e-6))[:, None]
+    best, best_n = None, -1
+    for _ in range(trials):
+        i, j = rng.choice(sub.size, 2, replace=False)
+        dt = ts[:, i] - ts[:, j]
+        if np.any(np.abs(dt) < 0.5 * iqr_t):
+            continue
+        gain = (rs[:, i] - rs[:, j]) / dt
+        if np.any((gain < 0.25) | (gain > 4.0)):
+            continue
+        offset = rs[:, i] - gain * ts[:, i]
+        inl = np.all(np.abs(gain[:, None] * ts + offset[:, None] - rs) < tol, axis=0)
+        if inl.sum() > best_n:
+            best, best_n = (gain, offset), int(inl.sum())
+    if best is None or best_n < 20:
+        return np.ones(n, bool)
+    gain, offset = best
+    return np.all(np.abs(gain[:, None] * t + offset[:, None] - r) < tol, axis=0)
 
 
 def apply_normalization(image: np.ndarray, norm: Normalization, *,
