@@ -311,9 +311,23 @@ def _grid_windows(shape: tuple[int, int], size: int, max_points: int):
     return [(int(r), int(c)) for r in r0 for c in c0]
 
 
+def _read_windows(read, starts, size: int, width: int):
+    """Read square windows by horizontal strips: one warp per row of tie points."""
+    from rasterio.windows import Window
+
+    out = {}
+    for r in sorted({r for r, _ in starts}):
+        cols = [c for rr, c in starts if rr == r]
+        c0, c1 = min(cols), max(cols) + size
+        data, valid = read(Window(c0, r, c1 - c0, size))
+        for c in cols:
+            out[(r, c)] = (data[:, :, c - c0:c - c0 + size], valid[:, c - c0:c - c0 + size])
+    return [out[(r, c)] for r, c in starts]
+
+
 def register_scene(stack: Stack, i: int, *, method: str = "local", window: int = 128,
-                   max_points: int = 49, iterations: int = 3, on_failure: str = "raise",
-                   seed: int = 0) -> Registration:
+                   max_points: int = 49, iterations: int = 3, upsample: int = 50,
+                   on_failure: str = "raise", seed: int = 0) -> Registration:
     """Register scene ``i`` of ``stack`` to the stack's reference.
 
     Parameters
@@ -331,6 +345,8 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         Largest number of tie points.
     iterations : int
         Measure-and-refit rounds on the re-warped scene.
+    upsample : int
+        Tie-point shifts are measured to ``1 / upsample`` pixel.
     on_failure : {"raise", "keep"}
         When a scene cannot be registered: raise :class:`RegistrationError`, or
         keep its georeferencing and flag it.
@@ -390,13 +406,14 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         starts = _grid_windows((rows, cols), size, max_points)
     wins = [Window(c, r, size, size) for r, c in starts]
     with stack.open_warped(stack.reference) as read_ref:
-        refs = [read_ref(w) for w in wins]
+        refs = _read_windows(read_ref, starts, size, stack.width)
     centres = np.array([(c + size / 2, r + size / 2) for r, c in starts], dtype=np.float64)
     model, inliers, rmse = "translation", np.zeros(len(wins), bool), np.nan
     for it in range(iterations):
         with stack.open_warped(i, ref_to_scene=compose(nominal, correction)) as read_mov:
-            shifts = [estimate_shift(rd, md, reference_valid=rv, moving_valid=mv, upsample=50)
-                      for (rd, rv), (md, mv) in ((refs[k], read_mov(w)) for k, w in enumerate(wins))]
+            movs = _read_windows(read_mov, starts, size, stack.width)
+        shifts = [estimate_shift(rd, md, reference_valid=rv, moving_valid=mv, upsample=upsample)
+                  for (rd, rv), (md, mv) in zip(refs, movs)]
         ok = np.array([sh.reliable for sh in shifts])
         if ok.sum() == 0:
             return fail("no tie point could be matched")

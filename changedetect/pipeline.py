@@ -170,10 +170,15 @@ def _versions() -> dict:
     return out
 
 
-def _sample_windows(stack: Stack, *, size: int = 256, n: int = 16):
-    """Up to ``n`` full-resolution windows spread over the grid, for statistics."""
+def _sample_windows(stack: Stack, *, size: int = 512, n: int = 16):
+    """Up to ``n`` full-resolution windows spread over the grid, for statistics.
+
+    A grid no larger than the sample is read whole; windows never overlap.
+    """
     from rasterio.windows import Window
 
+    if stack.width * stack.height <= n * size * size:
+        return [Window(0, 0, stack.width, stack.height)]
     size = min(size, stack.width, stack.height)
     k = max(1, int(math.sqrt(n)))
     rows = np.unique(np.linspace(0, stack.height - size, k).round().astype(int))
@@ -379,7 +384,7 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
         shp = object_shape(geom)
         reg_rmse = max(rmse[last], rmse[k])
         # confidence: significance of the step, its persistence, registration and shape
-        significance = 1.0 - math.exp(-max(0.0, magnitude / config.min_magnitude - 1.0) * 2.0)
+        significance = 1.0 - math.exp(-max(0.0, magnitude / (0.5 * config.min_magnitude) - 1.0))
         clean = fstat / (fstat + 4.0 * model.min_fstat)
         persistence = min(1.0, ch.n_after / max(config.persistence + 1, 1))
         registration = math.exp(-((reg_rmse / 0.5) ** 2))

@@ -1,0 +1,115 @@
+"""The real `detect-changes` console command: success, and every bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from changedetect.io import write_raster
+
+from conftest import T0, write_scene
+
+EXE = Path(sys.executable).parent / "detect-changes"
+
+
+def run(*args, cwd=None):
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def textured(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(500, 3000, (3, n, n))
+
+
+def test_cli_end_to_end_is_deterministic(site, site_result, tmp_path):
+    _, lib_out = site_result
+    out = tmp_path / "out"
+    p = run(*site.images, "--out", out, "--format", "gpkg", "--format", "geojson", "--format", "kml")
+    assert p.returncode == 0, p.stderr
+    assert "changes over 8 acquisitions" in p.stdout
+    assert {f.name for f in out.iterdir()} == {"changes.gpkg", "changes.geojson", "changes.kml", "run.json"}
+    # same input, same output bytes, whether from the library or the command line
+    for name in ("changes.gpkg", "changes.geojson"):
+        assert (out / name).read_bytes() == (lib_out / name).read_bytes(), name
+    kml = (out / "changes.kml").read_text()
+    assert kml.count("<Placemark>") == kml.count("<TimeSpan>") > 0
+
+
+@pytest.fixture
+def good(tmp_path):
+    a = write_scene(tmp_path / "a_2015-01-01.tif", textured(seed=1))
+    b = write_scene(tmp_path / "b_2016-01-01.tif", textured(seed=2))
+    return a, b
+
+
+def check_bad(p, out: Path, *needles):
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr
+    assert p.stderr.startswith("detect-changes: error:")
+    for n in needles:
+        assert n in p.stderr, p.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_crs(tmp_path, good):
+    bad = write_raster(tmp_path / "nocrs_2017-01-01.tif", textured().astype("uint16"),
+                       transform=T0, crs=None)
+    p = run(good[0], bad, "--out", tmp_path / "out")
+    check_bad(p, tmp_path / "out", "nocrs_2017-01-01.tif", "no coordinate reference system", "EPSG")
+
+
+def test_no_overlap(tmp_path, good):
+    far = write_scene(tmp_path / "far_2017-01-01.tif", textured(),
+                      transform=Affine(0.5, 0, T0.c + 50_000, 0, -0.5, T0.f))
+    p = run(good[0], far, "--out", tmp_path / "out")
+    check_bad(p, tmp_path / "out", "far_2017-01-01.tif", "covers 0%")
+
+
+def test_unreadable_file(tmp_path, good):
+    junk = tmp_path / "junk_2017-01-01.tif"
+    junk.write_text("this is not a raster")
+    p = run(good[0], junk, "--out", tmp_path / "out")
+    check_bad(p, tmp_path / "out", "junk_2017-01-01.tif", "GDAL")
+
+
+def test_missing_file(tmp_path, good):
+    p = run(good[0], tmp_path / "gone_2017-01-01.tif", "--out", tmp_path / "out")
+    check_bad(p, tmp_path / "out", "gone_2017-01-01.tif", "no such file")
+
+
+def test_missing_date(tmp_path, good):
+    nodate = write_scene(tmp_path / "scene_b.tif", textured())
+    p = run(good[0], nodate, "--out", tmp_path / "out")
+    check_bad(p, tmp_path / "out", "scene_b.tif", "--manifest")
+
+
+def test_manifest_supplies_missing_date(tmp_path, good):
+    nodate = write_scene(tmp_path / "scene_b.tif", textured())
+    csv = tmp_path / "dates.csv"
+    csv.write_text("path,date\nscene_b.tif,2013-05-01\n")
+    p = run(good[0], nodate, "--manifest", csv, "--out", tmp_path / "out", "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "2013-05-01 .. 2015-01-01" in p.stdout
+
+
+def test_all_nodata(tmp_path, good):
+    empty = write_raster(tmp_path / "empty_2017-01-01.tif", np.zeros((3, 64, 64), "uint16"),
+                         transform=T0, crs="EPSG:32637", nodata=0)
+    p = run(good[0], empty, "--out", tmp_path / "out")
+    check_bad(p, tmp_path / "out", "empty_2017-01-01.tif", "nodata")
+
+
+def test_single_image(tmp_path, good):
+    p = run(good[0], "--out", tmp_path / "out")
+    check_bad(p, tmp_path / "out", "a_2015-01-01.tif", "at least two")
+
+
+def test_bad_option_is_usage_error(tmp_path, good):
+    p = run(*good, "--coregister", "magic", "--out", tmp_path / "out")
+    assert p.returncode == 2 and "invalid choice" in p.stderr and "Traceback" not in p.stderr

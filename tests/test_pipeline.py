@@ -1,0 +1,90 @@
+"""The whole pipeline on a generated site, scored against its ground truth."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from changedetect.errors import InputError
+from changedetect.evaluate import evaluate_run
+from changedetect.pipeline import Config, detect_changes
+from changedetect.vector import COLUMNS
+
+
+def test_finds_and_dates_known_buildings(site, site_result):
+    result, out = site_result
+    report = evaluate_run(out, site.out_dir)
+    s = report.scores
+    assert s.n_truth >= 4
+    assert s.recall >= 0.75, report.format()
+    assert s.precision >= 0.75, report.format()
+    assert s.dating_bracket >= 0.75, report.format()     # true date inside [last_absent, first_present]
+    assert s.false_polygons_per_ha <= 1.0, report.format()
+
+
+def test_registration_recovers_true_misregistration(site, site_result):
+    _, out = site_result
+    report = evaluate_run(out, site.out_dir)
+    reg = report.registration
+    scenes = [k for k in reg if k not in ("mean", "max")]
+    assert set(scenes) == {p.name for p in site.images}
+    assert reg[site.reference.name] < 1e-9
+    assert reg["max"] <= 0.3, reg                 # over every non-reference scene
+
+
+def test_output_schema_and_dates(site, site_result):
+    result, out = site_result
+    gdf = result.changes
+    assert list(gdf.columns) == list(COLUMNS) + ["geometry"]
+    assert gdf.crs.to_epsg() == 32637
+    assert gdf["change_id"].str.fullmatch(r"chg-\d{4}").all()
+    assert gdf["change_id"].is_unique
+    assert set(gdf["kind"]) <= {"new", "demolished", "modified"}
+    dates = {d.isoformat() for d in site.dates}
+    assert set(gdf["first_present"]) <= dates and set(gdf["last_absent"]) <= dates
+    assert (gdf["last_absent"] < gdf["first_present"]).all()
+    assert ((gdf["confidence"] >= 0) & (gdf["confidence"] <= 1)).all()
+    assert (gdf["area_m2"] >= Config().min_area_m2).all()
+    np.testing.assert_allclose(gdf["area_m2"], gdf.geometry.area, rtol=1e-3)
+    assert (gdf["n_observations"] >= 3).all()
+    assert gdf.geometry.is_valid.all()
+
+
+def test_run_record_is_evidence(site, site_result):
+    result, out = site_result
+    run = json.loads((out / "run.json").read_text())
+    assert [i["name"] for i in run["inputs"]] == [p.name for p in site.images]
+    for rec, path in zip(run["inputs"], site.images):
+        assert rec["sha256"] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        assert rec["date"] in path.name
+    assert run["parameters"]["min_area_m2"] == Config().min_area_m2
+    assert run["versions"]["numpy"] == np.__version__
+    for name in (p.name for p in site.images):
+        m = np.array(run["registration"][name]["ref_to_scene"])
+        assert m.shape == (2, 3)
+    ref = run["registration"][site.reference.name]
+    assert np.allclose(ref["ref_to_scene"], [[1, 0, 0], [0, 1, 0]])
+    for name, digest in run["outputs"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    assert run["n_changes"] == len(result.changes)
+
+
+def test_no_half_written_output_on_failure(tmp_path, site):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("analyst notes")
+    with pytest.raises(InputError):
+        detect_changes([site.images[0]], out)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_config_validation_names_choices():
+    with pytest.raises(InputError, match="choose one of"):
+        Config(coregister="magic")
+    with pytest.raises(InputError, match="formats"):
+        Config(formats=("shp",))
