@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 import json
 import re
 
@@ -349,3 +350,18 @@ def test_cli_and_progress(tmp_path, capsys):
     make_site(tmp_path / "p", seed=2, size=128, n_dates=7, progress=lambda *a: calls.append(a))
     assert [c[0] for c in calls] == list(range(1, 11)) and all(c[1] == 10 for c in calls)
     assert main([str(tmp_path / "bad"), "--size", "64"]) == 2
+
+
+def test_bundled_sample_regenerates_identically(tmp_path):
+    """sample_data/ is exactly what its README's command writes (same seed, same pixels, same truth)."""
+    bundled = Path(__file__).resolve().parents[1] / "sample_data"
+    fresh = make_site(tmp_path / "again", seed=7, size=512, n_dates=8)
+    assert sorted(p.name for p in bundled.glob("site_*.tif")) == [p.name for p in fresh.images]
+    for p in fresh.images:
+        with rasterio.open(p) as a, rasterio.open(bundled / p.name) as b:
+            assert np.array_equal(a.read(), b.read()), p.name
+            assert a.transform == b.transform and a.crs == b.crs
+    assert (json.loads((bundled / "truth.geojson").read_text())
+            == json.loads(fresh.truth_path.read_text()))
+    assert (json.loads((bundled / "misregistration.json").read_text())
+            == json.loads(fresh.misregistration_path.read_text()))
