@@ -333,7 +333,8 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
     log.info("%d candidate objects", n)
     slices = ndi.find_objects(labels)
     dates = stack.dates
-    rmse = [0.0 if not np.isfinite(r.rmse_px) else r.rmse_px for r in regs]
+    # the reference is exact (0); a scene kept on its georeferencing alone has no residual (NaN)
+    rmse = [0.0 if r.model == "identity" else r.rmse_px for r in regs]
     records = []
     margin = 6
     red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
@@ -382,12 +383,13 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
             continue
         geom = regularize(geom, min_fill=0.8, simplify=0.5 * px)
         shp = object_shape(geom)
-        reg_rmse = max(rmse[last], rmse[k])
+        pair = (rmse[last], rmse[k])
+        reg_rmse = max(pair) if all(math.isfinite(v) for v in pair) else float("nan")
         # confidence: significance of the step, its persistence, registration and shape
         significance = 1.0 - math.exp(-max(0.0, magnitude / (0.5 * config.min_magnitude) - 1.0))
         clean = fstat / (fstat + 4.0 * model.min_fstat)
         persistence = min(1.0, ch.n_after / max(config.persistence + 1, 1))
-        registration = math.exp(-((reg_rmse / 0.5) ** 2))
+        registration = math.exp(-((reg_rmse / 0.5) ** 2)) if math.isfinite(reg_rmse) else 0.5
         shape_term = 0.5 + 0.5 * min(1.0, shp.rectangularity)
         conf = significance * (0.5 + 0.5 * clean) * persistence * registration * shape_term
         records.append({

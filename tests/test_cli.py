@@ -113,3 +113,14 @@ def test_single_image(tmp_path, good):
 def test_bad_option_is_usage_error(tmp_path, good):
     p = run(*good, "--coregister", "magic", "--out", tmp_path / "out")
     assert p.returncode == 2 and "invalid choice" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_unregistered_run_reports_unknown_residual(site, tmp_path):
+    """With --coregister none the residual of a change is unknown (NaN), not a perfect 0."""
+    import geopandas as gpd
+
+    out = tmp_path / "out"
+    p = run(*site.images, "--out", out, "--coregister", "none", "-q")
+    assert p.returncode == 0, p.stderr
+    g = gpd.read_file(out / "changes.gpkg")
+    assert len(g) > 0 and g["registration_rmse_px"].isna().all()
