@@ -28,6 +28,7 @@ __all__ = ["Stack", "open_stack", "affine_to_matrix", "matrix_to_affine", "compo
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
+_THREADS = max(1, min(4, os.cpu_count() or 1))
 _RESAMPLING = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average")
 
 
@@ -280,11 +281,18 @@ def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampli
     fill = nodata if nodata is not None else 0.0
     reproject(arr, data, src_transform=src_t, src_crs=stack.crs, dst_transform=dst_t,
               dst_crs=stack.crs, resampling=Resampling[resampling], src_nodata=fill,
-              dst_nodata=fill)
-    vmask = np.zeros((oh, ow), np.uint8)
-    reproject(src_valid, vmask, src_transform=src_t, src_crs=stack.crs, dst_transform=dst_t,
-              dst_crs=stack.crs, resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
-    valid = vmask > 0
+              dst_nodata=fill, num_threads=_THREADS)
+    if src_valid.all():
+        # no nodata under the window: valid where the pixel centre falls on the scene
+        jj, ii = np.meshgrid(np.arange(ow) + 0.5, np.arange(oh) + 0.5)
+        col = md[0, 0] * jj + md[0, 1] * ii + md[0, 2]
+        row = md[1, 0] * jj + md[1, 1] * ii + md[1, 2]
+        valid = (col >= c0) & (col < c1) & (row >= r0) & (row < r1)
+    else:
+        vmask = np.zeros((oh, ow), np.uint8)
+        reproject(src_valid, vmask, src_transform=src_t, src_crs=stack.crs, dst_transform=dst_t,
+                  dst_crs=stack.crs, resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
+        valid = vmask > 0
     data[:, ~valid] = 0
     return data, valid
 
