@@ -217,7 +217,7 @@ def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: i
 
     Returns ``images`` (dates, bands + 1, rows, cols) float32 — the last channel
     is the local texture — and ``usable`` (dates, rows, cols) bool: valid data
-    (eroded by 2 px so resampling edges do not count), a registered scene, and
+    (eroded by 4 px so resampling and texture edges do not count), a registered scene, and
     not a transient (a pixel brighter or darker in every band than both
     neighbouring dates: cloud, cloud shadow).
     """
