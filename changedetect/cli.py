@@ -67,7 +67,8 @@ class _Progress:
             return
         if self.tty:
             end = "\n" if done == total else ""
-            print(f"\r{stage:>16}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+            count = f"{done}/{total}" if total else f"{done}"
+            print(f"\r{stage:>16}: {count}", end=end, file=sys.stderr, flush=True)
         elif done == total and stage != self.last:
             print(f"{stage:>16}: {total}/{total} done", file=sys.stderr)
             self.last = stage

@@ -320,18 +320,85 @@ def _area_m2(geom, crs) -> float:
     return float(geom.area)
 
 
-def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Config,
-             progress: Progress | None) -> list[dict]:
-    """Group changed pixels into objects, then date, classify and outline each one."""
+def _candidates(first_path: Path, stack: Stack, config: Config, *, block: int = 1024,
+                halo: int = 128):
+    """Cleaned, connected regions of changed pixels, read window by window.
+
+    Yields ``(r0, c0, mask)``: the region's bounding box origin on the grid and
+    its boolean mask. Each block labels its window grown by ``halo``; a region
+    belongs to the block that holds its first pixel in raster order, so it is
+    yielded once, and a region that reaches the window's edge is re-read in a
+    window grown around it until it is whole. Memory follows the block and the largest region, not
+    the grid.
+    """
+    import rasterio
     from rasterio.windows import Window
 
     px = stack.pixel_size
     min_pixels = max(1, int(math.ceil(config.min_area_m2 / (px * px))))
     radius = max(1, int(round(config.min_width_m / px / 2)))
-    mask = clean_mask(first >= 1, min_pixels=min_pixels, radius=radius)
-    labels, n = label_objects(mask)
-    log.info("%d candidate objects", n)
-    slices = ndi.find_objects(labels)
+    height, width = stack.shape
+    with rasterio.open(first_path) as ds:
+
+        def labelled(r0, r1, c0, c1):
+            a = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+            return label_objects(clean_mask(a >= 1, min_pixels=min_pixels, radius=radius))[0]
+
+        # cleaning (an opening) can detach a region from the window's edge by up to its
+        # radius: a region that close to an inner edge may continue outside the window
+        near = 2 * radius + 2
+
+        def cut(box, win):
+            return ((win[0] > 0 and box[0] <= win[0] + near)
+                    or (win[1] < height and box[1] >= win[1] - near)
+                    or (win[2] > 0 and box[2] <= win[2] + near)
+                    or (win[3] < width and box[3] >= win[3] - near))
+
+        def owns(inner, box, obj):
+            # the region's first pixel in raster order: a pixel of the region, so the block
+            # whose inner window holds it always sees (part of) the region
+            r, c = box[0], box[2] + int(np.argmax(obj[0]))
+            return (inner.row_off <= r < inner.row_off + inner.height
+                    and inner.col_off <= c < inner.col_off + inner.width)
+
+        seen: set = set()
+        for inner, outer in stack.windows(block=block, halo=halo):
+            win = (int(outer.row_off), int(outer.row_off + outer.height),
+                   int(outer.col_off), int(outer.col_off + outer.width))
+            labels = labelled(*win)
+            for lab, sl in enumerate(ndi.find_objects(labels), start=1):
+                if sl is None:
+                    continue
+                box = (win[0] + sl[0].start, win[0] + sl[0].stop,
+                       win[2] + sl[1].start, win[2] + sl[1].stop)
+                obj = labels[sl] == lab
+                if not owns(inner, box, obj):
+                    continue                      # another block's region
+                grown = win
+                while cut(box, grown) and grown != (0, height, 0, width):
+                    seed = np.argwhere(obj)[0] + (box[0], box[2])
+                    grown = (max(0, box[0] - halo), min(height, box[1] + halo),
+                             max(0, box[2] - halo), min(width, box[3] + halo))
+                    lab2 = labelled(*grown)
+                    which = lab2[seed[0] - grown[0], seed[1] - grown[2]]
+                    sl2 = ndi.find_objects((lab2 == which).astype(np.int8))[0]
+                    box = (grown[0] + sl2[0].start, grown[0] + sl2[0].stop,
+                           grown[2] + sl2[1].start, grown[2] + sl2[1].stop)
+                    obj = lab2[sl2] == which
+                # a region that only looked separate inside the window (a U joined outside
+                # it) is whole now: yield it once, from the block that owns its first pixel
+                key = (box, int(obj.sum()))
+                if owns(inner, box, obj) and key not in seen:
+                    seen.add(key)
+                    yield box[0], box[2], obj
+
+
+def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config,
+             progress: Progress | None) -> list[dict]:
+    """Date, classify and outline every candidate region; drop those that are not construction."""
+    from rasterio.windows import Window
+
+    px = stack.pixel_size
     dates = stack.dates
     # the reference is exact (0); a scene kept on its georeferencing alone has no residual (NaN)
     rmse = [0.0 if r.model == "identity" else r.rmse_px for r in regs]
@@ -339,15 +406,16 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
     margin = 6
     red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
     ndvi_bands = (red_i, nir_i) if red_i is not None and nir_i is not None else None
-    for lab, sl in enumerate(slices, start=1):
+    n = 0
+    for lab, (top, left, region) in enumerate(_candidates(first_path, stack, config), start=1):
+        n = lab
         if progress is not None:
-            progress("objects", lab, n)
-        if sl is None:
-            continue
-        r0, r1 = max(0, sl[0].start - margin), min(stack.height, sl[0].stop + margin)
-        c0, c1 = max(0, sl[1].start - margin), min(stack.width, sl[1].stop + margin)
+            progress("objects", lab, 0)
+        r0, r1 = max(0, top - margin), min(stack.height, top + region.shape[0] + margin)
+        c0, c1 = max(0, left - margin), min(stack.width, left + region.shape[1] + margin)
         win = Window(c0, r0, c1 - c0, r1 - r0)
-        obj = labels[r0:r1, c0:c1] == lab
+        obj = np.zeros((r1 - r0, c1 - c0), bool)
+        obj[top - r0:top - r0 + region.shape[0], left - c0:left - c0 + region.shape[1]] = region
         images, usable = _read_series(stack, model, win, config)
         # the object's own series: mean of its usable pixels on each date
         n_use = usable[:, obj].sum(axis=1)
@@ -356,7 +424,7 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
                   / np.maximum(n_use, 1)[:, None])
         ch = series_change(series, use_t, scale=model.noise, min_after=config.persistence)
         if ch is None or ch.magnitude < 0.5 * config.min_magnitude or ch.fstat < model.min_fstat:
-            log.debug("object %d at rows %d-%d cols %d-%d dropped: %s", lab, r0, r1, c0, c1,
+            log.debug("region %d at rows %d-%d cols %d-%d dropped: %s", lab, r0, r1, c0, c1,
                       "too few usable dates" if ch is None else
                       f"net change {ch.magnitude:.1f} sigma, F {ch.fstat:.1f}")
             continue
@@ -375,7 +443,7 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
             red, nir = built[ndvi_bands[0]][obj], built[ndvi_bands[1]][obj]
             ndvi = float(np.mean((nir - red) / np.maximum(nir + red, 1e-6)))
             if ndvi > config.max_ndvi:
-                log.debug("object %d at rows %d-%d cols %d-%d dropped: NDVI %.2f on the built side",
+                log.debug("region %d at rows %d-%d cols %d-%d dropped: NDVI %.2f on the built side",
                           lab, r0, r1, c0, c1, ndvi)
                 continue
         geom = polygonize(obj, stack.window_transform(win))
@@ -404,6 +472,9 @@ def _objects(stack: Stack, model: _Model, first: np.ndarray, regs, config: Confi
             "building_id": None,
             "_order": (dates[k], -geom.centroid.y, geom.centroid.x),
         })
+    if progress is not None:
+        progress("objects", n, n)
+    log.info("%d candidate regions, %d kept as changes", n, len(records))
     records.sort(key=lambda r: r["_order"])
     for i, r in enumerate(records, start=1):
         r["change_id"] = f"chg-{i:04d}"
@@ -435,7 +506,8 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     manifest : path-like, optional
         CSV with ``path,date`` columns.
     progress : callable, optional
-        Called as ``progress(stage, done, total)``.
+        Called as ``progress(stage, done, total)``; ``total`` is 0 while it is
+        not known yet (objects are found as the grid is scanned).
 
     Returns
     -------
@@ -472,19 +544,24 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     model, stats = _fit_model(stack, config, [r.flagged for r in regs])
     t = mark("normalise", t)
 
-    first = np.full(stack.shape, -1, dtype=np.int16)
-    blocks = list(stack.windows(block=config.block))
-    for b, (inner, _) in enumerate(blocks, start=1):
-        images, usable = _read_series(stack, model, inner, config)
-        steps, changed = _pixel_steps(images, usable, model, config)
-        r0, c0 = int(inner.row_off), int(inner.col_off)
-        first[r0:r0 + int(inner.height), c0:c0 + int(inner.width)] = np.where(
-            changed, steps.first_present, -1)
-        if progress is not None:
-            progress("pixels", b, len(blocks))
-    t = mark("pixels", t)
+    with tempfile.TemporaryDirectory(prefix="changedetect-") as scratch:
+        # per pixel, the date index of its step (-1: none), kept on disk, not in memory
+        first_path = Path(scratch) / "first_present.tif"
+        import rasterio
 
-    records = _objects(stack, model, first, regs, config, progress)
+        blocks = list(stack.windows(block=config.block))
+        with rasterio.open(first_path, "w", driver="GTiff", width=stack.width, height=stack.height,
+                           count=1, dtype="int16", crs=stack.crs, transform=stack.transform,
+                           tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dst:
+            for b, (inner, _) in enumerate(blocks, start=1):
+                images, usable = _read_series(stack, model, inner, config)
+                steps, changed = _pixel_steps(images, usable, model, config)
+                dst.write(np.where(changed, steps.first_present, -1).astype(np.int16), 1,
+                          window=inner)
+                if progress is not None:
+                    progress("pixels", b, len(blocks))
+        t = mark("pixels", t)
+        records = _objects(stack, model, first_path, regs, config, progress)
     changes = to_geodataframe(records, crs=stack.crs) if records else _empty(stack.crs)
     t = mark("objects", t)
 

@@ -88,3 +88,40 @@ def test_config_validation_names_choices():
         Config(coregister="magic")
     with pytest.raises(InputError, match="formats"):
         Config(formats=("shp",))
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6, 7, 8])
+def test_blockwise_regions_match_whole_grid(tmp_path, seed):
+    """Regions found block by block (with halos, cut regions re-read) equal whole-grid labelling."""
+    from scipy import ndimage as ndi
+
+    from changedetect.io import write_raster
+    from changedetect.objects import clean_mask, label_objects
+    from changedetect.pipeline import _candidates
+    from changedetect.stack import Stack
+
+    from conftest import T0
+
+    rng = np.random.default_rng(seed)
+    first = np.full((300, 340), -1, np.int16)
+    for _ in range(25):
+        r, c = rng.integers(0, 290, 2)
+        h, w = rng.integers(6, 60, 2)
+        first[r:r + h, c:c + w] = rng.integers(1, 6)
+    first[40:50, 20:330] = 3          # a long region crossing every block boundary
+    first[60:290, 200:210] = 2        # and a tall one
+    path = write_raster(tmp_path / "first.tif", first, transform=T0, crs="EPSG:32637")
+    stack = Stack(scenes=(), reference=0, crs="EPSG:32637", transform=T0, width=340, height=300,
+                  count=1, ref_to_scene=())
+    config = Config()
+    found = sorted((top, left, m.sum(), m.tobytes()) for top, left, m in
+                   _candidates(path, stack, config, block=64, halo=16))
+    px = stack.pixel_size
+    whole = clean_mask(first >= 1, min_pixels=int(np.ceil(config.min_area_m2 / px / px)),
+                       radius=max(1, int(round(config.min_width_m / px / 2))))
+    labels, n = label_objects(whole)
+    expected = sorted((sl[0].start, sl[1].start, (labels[sl] == i).sum(), (labels[sl] == i).tobytes())
+                      for i, sl in enumerate(ndi.find_objects(labels), start=1))
+    assert n >= 5
+    assert [f[:3] for f in found] == [e[:3] for e in expected]
+    assert found == expected
