@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="usable acquisitions a change must stay visible in (default: 2)")
     p.add_argument("--min-area", type=float, default=30.0, metavar="M2",
                    help="minimum mapping unit in square metres (default: 30)")
+    p.add_argument("--max-elongation", type=float, default=6.0, metavar="RATIO",
+                   help="drop changes longer than RATIO times their width (shadow slivers; default: 6)")
     p.add_argument("--out", default="results", metavar="DIR", help="output folder (default: results)")
     p.add_argument("--format", action="append", choices=FORMATS, dest="formats",
                    help="output format, repeatable (default: gpkg and geojson)")
@@ -90,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Config(reference=reference, coregister=args.coregister,
                         on_registration_failure=args.on_registration_failure,
                         min_magnitude=args.min_magnitude, alpha=args.alpha, persistence=args.persistence,
-                        min_area_m2=args.min_area, block=args.block,
+                        min_area_m2=args.min_area, max_elongation=args.max_elongation,
+                        block=args.block,
                         formats=tuple(args.formats or ("gpkg", "geojson")))
         result = detect_changes(args.images, args.out, config=config, manifest=args.manifest,
                                 progress=_Progress(not args.quiet))

@@ -78,6 +78,10 @@ class Config:
     max_ndvi : float
         The built side of a change (after for construction, before for a
         demolition) must have a mean NDVI below this; needs red and NIR bands.
+    max_elongation : float
+        Longest side over shortest side of a change's rotated rectangle. Moving
+        shadows of walls and fences make long thin slivers; raise it for long
+        sheds or barracks.
     transient_sigma : float
         A pixel brighter (or darker) in all bands than both neighbouring dates
         by this many noise sigmas is a transient (cloud, cloud shadow) and
@@ -99,6 +103,7 @@ class Config:
     min_area_m2: float = 30.0
     min_width_m: float = 2.0
     max_ndvi: float = 0.3
+    max_elongation: float = 6.0
     transient_sigma: float = 3.0
     block: int = 512
     formats: tuple[str, ...] = ("gpkg", "geojson")
@@ -118,6 +123,8 @@ class Config:
             raise InputError("min_magnitude must be positive (noise standard deviations).")
         if self.persistence < 1:
             raise InputError("persistence must be at least 1 acquisition.")
+        if self.max_elongation < 1:
+            raise InputError("max_elongation must be at least 1 (a square).")
         if self.min_area_m2 < 0:
             raise InputError("min_area_m2 cannot be negative.")
         if self.block < 64:
@@ -451,6 +458,10 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
             continue
         geom = regularize(geom, min_fill=0.8, simplify=0.5 * px)
         shp = object_shape(geom)
+        if shp.elongation > config.max_elongation:
+            log.debug("region %d at rows %d-%d cols %d-%d dropped: elongation %.1f",
+                      lab, r0, r1, c0, c1, shp.elongation)
+            continue
         pair = (rmse[last], rmse[k])
         reg_rmse = max(pair) if all(math.isfinite(v) for v in pair) else float("nan")
         # confidence: significance of the step, its persistence, registration and shape

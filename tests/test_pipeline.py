@@ -88,6 +88,8 @@ def test_config_validation_names_choices():
         Config(coregister="magic")
     with pytest.raises(InputError, match="formats"):
         Config(formats=("shp",))
+    with pytest.raises(InputError, match="max_elongation"):
+        Config(max_elongation=0.5)
 
 
 @pytest.mark.parametrize("seed", [4, 5, 6, 7, 8])
