@@ -32,13 +32,13 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from .errors import ChangeDetectWarning, InputError, RegistrationError
-from .stack import Stack, compose, invert
+from .stack import Stack, compose
 
 __all__ = ["Shift", "estimate_shift", "Registration", "register_scene", "coregister"]
 

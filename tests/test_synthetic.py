@@ -215,7 +215,6 @@ def test_ref_to_scene_matches_rendered_content(site, mis):
     """Resampling each scene through ref_to_scene re-aligns it with the reference to < 0.3 px,
     while ignoring the misregistration leaves the recorded shift."""
     ref = _read(site.reference)
-    n = ref.shape[-1]
     checked = 0
     for name, s in mis["scenes"].items():
         if name == site.reference.name or s["cloudy"] or s["nodata_wedge"]:
