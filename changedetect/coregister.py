@@ -357,8 +357,6 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     -------
     Registration
     """
-    from rasterio.windows import Window
-
     if method not in _METHODS:
         raise InputError(f"Unknown co-registration method '{method}'; choose one of {', '.join(_METHODS)}.")
     if on_failure not in ("raise", "keep"):
@@ -399,16 +397,14 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     # 2-3. tie points on the re-warped scene, robust fit, iterate
     size = int(min(window, rows, cols))
     if method == "global":
-        starts = [((rows - size) // 2, (cols - size) // 2)]
         size = int(min(rows, cols, 4 * window))
         starts = [((rows - size) // 2, (cols - size) // 2)]
     else:
         starts = _grid_windows((rows, cols), size, max_points)
-    wins = [Window(c, r, size, size) for r, c in starts]
     with stack.open_warped(stack.reference) as read_ref:
         refs = _read_windows(read_ref, starts, size, stack.width)
     centres = np.array([(c + size / 2, r + size / 2) for r, c in starts], dtype=np.float64)
-    model, inliers, rmse = "translation", np.zeros(len(wins), bool), np.nan
+    model, inliers, rmse = "translation", np.zeros(len(starts), bool), np.nan
     for it in range(iterations):
         with stack.open_warped(i, ref_to_scene=compose(nominal, correction)) as read_mov:
             movs = _read_windows(read_mov, starts, size, stack.width)
@@ -434,9 +430,9 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
             if aa[1].sum() >= ta[1].sum() and aa[2] < 0.8 * ta[2] or aa[1].sum() > ta[1].sum() * 1.2:
                 model = "affine"
         correction, inl_ok, rmse = fits[model]
-        inliers = np.zeros(len(wins), bool)
+        inliers = np.zeros(len(starts), bool)
         inliers[np.flatnonzero(ok)[inl_ok]] = True
-    n_tp = int(len(wins))
+    n_tp = len(starts)
     n_in = int(inliers.sum())
     reliability = (n_in / n_tp) * (1.0 / (1.0 + (rmse / 0.5) ** 2 if np.isfinite(rmse) else 0.0))
     return _make(stack, scene.name, model, compose(nominal, correction), correction, rmse,

@@ -573,7 +573,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                     progress("pixels", b, len(blocks))
         t = mark("pixels", t)
         records = _objects(stack, model, first_path, regs, config, progress)
-    changes = to_geodataframe(records, crs=stack.crs) if records else _empty(stack.crs)
+    changes = to_geodataframe(records, crs=stack.crs)
     t = mark("objects", t)
 
     run = {
@@ -603,16 +603,6 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         outputs = _write_outputs(Path(out_dir), changes, run, config)
     timings["total"] = round(time.perf_counter() - t0, 3)
     return Result(changes=changes, registrations=regs, run=run, outputs=outputs)
-
-
-def _empty(crs):
-    import geopandas as gpd
-    import pandas as pd
-
-    from .vector import COLUMNS, _DTYPES
-
-    df = pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in COLUMNS})
-    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
 
 
 def _write_outputs(out_dir: Path, changes, run: dict, config: Config) -> dict:
