@@ -1,51 +1,80 @@
-"""Co-registration: subpixel shifts, tie-point grids and affine models.
+"""Co-registration to a fraction of a pixel: coarse shift, tie points, dense refinement.
 
-Each scene is registered to the reference in the reference grid's pixel space:
+Each scene is registered to the reference in the reference grid's pixel space,
+as a correction ``C`` applied before the scene's nominal georeferencing ``N``
+(reference pixel -> scene pixel), so ``ref_to_scene = N ∘ C``:
 
-1. a coarse global shift by phase correlation on a decimated read (finds shifts
-   of tens of pixels);
-2. a grid of tie points, one phase correlation (upsampled DFT) per window, on a
-   gradient representation that is robust to radiometric differences;
-3. a robust fit (RANSAC, then least squares on inliers) of a translation or an
-   affine model; steps 2-3 are iterated on the re-warped scene, so the last
-   residual shifts are small and the estimator is unbiased where it matters.
+1. **Coarse**: phase correlation of decimated, band-passed images finds shifts
+   of tens of pixels (up to a quarter of the image).
+2. **Tie points**: a grid of windows; per window, phase correlation (whitened
+   cross-power spectrum, upsampled DFT around the peak) on a band-passed
+   band mean (a difference of Gaussians, blind to gain, offset and haze). Each
+   tie point has a reliability (peak significance, valid share, texture).
+3. **Outliers**: local consistency (a tie point must agree with the median of
+   its neighbours) then RANSAC on the model.
+4. **Dense refinement**: Gauss-Newton on every valid pixel of the inlier
+   windows at once, for the parameters of the model (translation, affine or
+   second-order polynomial), with the efficient second-order (ESM) gradient,
+   Tukey weights (changed areas, clouds and moving shadows do not pull) and
+   cubic-spline warping of the scene's own pixels, iterated to 1/1000 px.
+   Phase correlation alone is biased towards whole pixels on blurred imagery;
+   this step is not.
+5. **Model choice**: the refined per-window shifts are fitted by a
+   translation, an affine and a second-order polynomial; the model with the
+   lowest BIC is kept and refined again if it differs.
 
-The result is composed with the scene's nominal georeferencing into
-``ref_to_scene`` (reference pixel -> scene pixel), which is exact for scenes on
-other grids (GSD, origin) in the same CRS.
+Memory depends on the window size and the number of tie points, never on the
+raster size: only the windows (and the scene pixels under them) are read.
 
 References
 ----------
 Guizar-Sicairos, M., Thurman, S. T., & Fienup, J. R. (2008). Efficient subpixel
 image registration algorithms. Optics Letters, 33(2), 156-158.
-https://doi.org/10.1364/OL.33.000156
+
+Benhimane, S., & Malis, E. (2004). Real-time image-based tracking of planes
+using efficient second-order minimization. IROS 2004, 943-948.
 
 Scheffler, D., Hollstein, A., Diedrich, H., Segl, K., & Hostert, P. (2017).
 AROSICS: An automated and robust open-source image co-registration software for
 multi-sensor satellite data. Remote Sensing, 9(7), 676.
-https://doi.org/10.3390/rs9070676
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+from scipy import fft as sfft
 from scipy import ndimage as ndi
 
 from .errors import ChangeDetectWarning, InputError, RegistrationError
-from .stack import Stack, compose
+from .stack import Stack, apply_mapping, compose_mapping
 
-__all__ = ["Shift", "estimate_shift", "Registration", "register_scene", "coregister"]
+__all__ = ["Shift", "estimate_shift", "Registration", "register_scene", "coregister",
+           "MODELS"]
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
 
 _METHODS = ("none", "global", "local")
+#: Correction models, by number of basis functions per coordinate.
+MODELS = {"translation": 1, "affine": 3, "poly2": 6}
+_S1, _S2 = 1.0, 3.0          # band-pass: difference of Gaussians, in reference pixels
+_MARGIN = 10                  # reference pixels of context around a window for the band-pass
+_SLACK = 8                    # extra reference pixels of scene read around a window
+_PEAK_SIGMA = 0.7            # px: low-pass of the whitened cross-power spectrum
+_DROP_MIN, _DROP_K = 0.05, 3.0     # a window leaves the model beyond max(px, k x spread)
+_POLY_GAIN = 0.02             # px (and a quarter) of tie-point RMSE a polynomial must save over an affine
+_PROBE = 0.25                 # px: known extra shift that calibrates the phase-correlation gain
+_MIN_Z = 7.0                  # phase-correlation peak, in noise sigmas, for a reliable tie point
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_IN_PLANE = np.zeros((3, 3, 3), bool)        # 4-connectivity within each window of a batch
+_IN_PLANE[1] = ndi.generate_binary_structure(2, 1)
 
 
 @dataclass(frozen=True)
@@ -63,7 +92,9 @@ class Shift:
         Height of the normalised phase-correlation peak (0-1): near 1 for a
         clean match, near 0 for no match.
     reliable : bool
-        Whether the estimate can be trusted (texture and peak are sufficient).
+        Whether the estimate can be trusted: the peak stands out of the
+        correlation noise, enough pixels are valid in both images and the
+        refinement converged.
     """
 
     dx: float
@@ -72,66 +103,498 @@ class Shift:
     reliable: bool
 
 
-def _representation(band_stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Single-band, radiometry-robust representation: gradient magnitude of the band mean."""
-    img = band_stack.mean(axis=0, dtype=np.float32) if band_stack.ndim == 3 else band_stack.astype(np.float32)
-    if not valid.all():
-        fill = float(img[valid].mean()) if valid.any() else 0.0
-        img = np.where(valid, img, fill).astype(np.float32)
-    gx = ndi.sobel(img, axis=1, mode="nearest")
-    gy = ndi.sobel(img, axis=0, mode="nearest")
-    g = np.hypot(gx, gy)
-    g[~ndi.binary_erosion(valid, iterations=2, border_value=1)] = 0
-    return g
+# --------------------------------------------------------------------------- kernels
+
+def _band_mean(data: np.ndarray) -> np.ndarray:
+    return data.mean(axis=0, dtype=np.float32) if data.ndim == 3 else data.astype(np.float32)
 
 
-def _window_fn(shape: tuple[int, int]) -> np.ndarray:
-    """Separable Tukey-like taper to suppress edge effects in the DFT."""
-    def taper(n):
+def _bandpass(img: np.ndarray, valid: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Difference of Gaussians by normalised convolution; invalid pixels do not leak in.
+
+    ``scale`` is the size of a reference pixel in this image's pixels, so that
+    the pass band is the same on the ground for scenes of another GSD.
+    """
+    img = np.asarray(img, dtype=np.float32)
+    s1, s2 = _S1 * scale, _S2 * scale
+    if valid.all():
+        return (ndi.gaussian_filter(img, s1, truncate=3.0)
+                - ndi.gaussian_filter(img, s2, truncate=3.0)), valid
+    v = valid.astype(np.float32)
+    iv = np.where(valid, img, 0).astype(np.float32)
+
+    def smooth(s):
+        return ndi.gaussian_filter(iv, s, truncate=3.0) / np.maximum(ndi.gaussian_filter(v, s, truncate=3.0), 1e-3)
+
+    ok = ndi.binary_erosion(valid, iterations=max(1, int(round(2 * s1))), border_value=1)
+    rep = smooth(s1) - smooth(s2)
+    rep[~ok] = 0
+    return rep, ok
+
+
+def _taper(shape: tuple[int, int]) -> np.ndarray:
+    """Separable Tukey taper (cosine ramps over an eighth of each side)."""
+    def one(n):
         w = np.ones(n, dtype=np.float32)
         k = max(1, n // 8)
         ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, k, dtype=np.float32))
         w[:k] = ramp
         w[-k:] = ramp[::-1]
         return w
-    return np.outer(taper(shape[0]), taper(shape[1]))
+    return np.outer(one(shape[0]), one(shape[1]))
 
 
-def _upsampled_dft(data, upsampled_region_size, upsample_factor, axis_offsets):
-    """Matrix-multiply DFT of a small region around the peak (Guizar-Sicairos 2008)."""
-    im2pi = 1j * 2 * np.pi
-    dim_properties = list(zip(data.shape, (upsampled_region_size,) * 2, axis_offsets))
-    for n_items, ups_size, ax_offset in dim_properties[::-1]:
-        kernel = ((np.arange(ups_size) - ax_offset)[:, None]
-                  * np.fft.fftfreq(n_items, upsample_factor))
-        kernel = np.exp(-im2pi * kernel)
-        data = np.tensordot(kernel, data, axes=(1, -1))
-    return data
+def _refine_peaks(cross: np.ndarray, shift: np.ndarray, upsample: int) -> np.ndarray:
+    """Refine integer peaks ``shift`` (n, 2) by an upsampled DFT around each (Guizar-Sicairos
+    2008), batched over windows, then a parabola through the finest peak."""
+    n, h, w = cross.shape
+    region = int(math.ceil(1.5 * upsample)) | 1
+    centre = region // 2
+    ar = np.arange(region, dtype=np.float64)
+    # rows: kr[k, i, r] = exp(+2j pi (i - centre + s_k*up) / up * f_r)
+    def kern(size, s):
+        f = np.fft.fftfreq(size)                                # cycles per pixel
+        off = (ar[None, :] - centre) / upsample + s[:, None]    # (n, region) pixel offsets
+        return np.exp(2j * np.pi * off[:, :, None] * f[None, None, :]).astype(np.complex64)
+    kr = kern(h, shift[:, 0])                                  # (n, region, h)
+    kc = kern(w, shift[:, 1])                                  # (n, region, w)
+    up = np.abs(np.matmul(np.matmul(kr, cross.astype(np.complex64)), kc.transpose(0, 2, 1)))
+    flat = up.reshape(n, -1)
+    idx = flat.argmax(axis=1)
+    pi, pj = np.unravel_index(idx, (region, region))
+    out = shift.copy()
+    rng_n = np.arange(n)
+    for ax, pos in enumerate((pi, pj)):
+        lo, hi = np.clip(pos - 1, 0, region - 1), np.clip(pos + 1, 0, region - 1)
+        y0 = up[rng_n, pi, pj]
+        ym = up[rng_n, lo, pj] if ax == 0 else up[rng_n, pi, lo]
+        yp = up[rng_n, hi, pj] if ax == 0 else up[rng_n, pi, hi]
+        den = ym - 2 * y0 + yp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            off = np.where((den < 0) & (pos > 0) & (pos < region - 1), 0.5 * (ym - yp) / den, 0.0)
+        out[:, ax] = shift[:, ax] + (pos - centre + np.clip(off, -0.5, 0.5)) / upsample
+    return out
 
+
+def _phase_correlate(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarray,
+                     upsample: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batched phase correlation of band-passed windows ``(n, h, w)``.
+
+    The peak is located to ``1 / upsample`` px by an upsampled DFT, then
+    interpolated. Returns ``d`` (n, 2) as (dx, dy) with ``b(q + d) ≈ a(q)``,
+    the normalised peak height and its significance (peak over the correlation's standard
+    deviation: about 4.5 for unrelated images of 128² px, 15-60 for a match).
+    """
+    n, h, w = a.shape
+    both = va & vb
+    # One soft-edged window for both (different windows would bias the shift); the weighted
+    # mean is removed so that the window itself does not correlate with itself.
+    weight = both.astype(np.float32)
+    if not both.all():
+        weight = ndi.gaussian_filter(ndi.binary_erosion(both, _IN_PLANE, iterations=2).astype(np.float32),
+                                     (0, 2.0, 2.0), truncate=2.5) * both
+    weight = weight * _taper((h, w))
+    total = np.maximum(weight.sum(axis=(1, 2), keepdims=True), 1e-9)
+    a = (a - (a * weight).sum(axis=(1, 2), keepdims=True) / total) * weight
+    b = (b - (b * weight).sum(axis=(1, 2), keepdims=True) / total) * weight
+    fa = sfft.fft2(a.astype(np.float32), workers=_WORKERS)
+    fb = sfft.fft2(b.astype(np.float32), workers=_WORKERS)
+    cross = fa * fb.conj()
+    # whiten, then weight by a Gaussian low-pass: high frequencies carry little signal in
+    # blurred imagery, and whitened noise there locks the peak to whole pixels
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    cross *= (np.exp(-2 * (np.pi * _PEAK_SIGMA) ** 2 * (fy * fy + fx * fx))
+              / np.maximum(np.abs(cross), 1e-12))
+    corr = sfft.ifft2(cross, workers=_WORKERS).real.reshape(n, -1)
+    idx = corr.argmax(axis=1)
+    peak = corr[np.arange(n), idx]
+    z = peak / np.maximum(corr.std(axis=1), 1e-12)
+    shift = np.stack(np.unravel_index(idx, (h, w)), axis=1).astype(np.float64)
+    for ax, size in enumerate((h, w)):
+        wrap = shift[:, ax] > size // 2
+        shift[wrap, ax] -= size
+    if upsample > 1:
+        shift = _refine_peaks(cross, shift, upsample)
+    # corr peaks at the shift that moves b onto a; a(q) is found in b at q - shift
+    return -shift[:, ::-1], peak, z
+
+
+# --------------------------------------------------------------------------- models
+
+def _basis(xn: np.ndarray, yn: np.ndarray, k: int) -> list[np.ndarray]:
+    out = [np.ones_like(xn)]
+    if k >= 3:
+        out += [xn, yn]
+    if k >= 6:
+        out += [xn * xn, xn * yn, yn * yn]
+    return out
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """Normalised coordinates (x - cx) / L keep the polynomial fits well conditioned."""
+    cx: float
+    cy: float
+    scale: float
+
+    def norm(self, x, y):
+        return (x - self.cx) / self.scale, (y - self.cy) / self.scale
+
+
+def _displacement(theta: np.ndarray, frame: _Frame, x, y) -> tuple[np.ndarray, np.ndarray]:
+    k = theta.shape[1]
+    phi = _basis(*frame.norm(np.asarray(x, np.float64), np.asarray(y, np.float64)), k)
+    return sum(t * p for t, p in zip(theta[0], phi)), sum(t * p for t, p in zip(theta[1], phi))
+
+
+def _theta_to_matrix(theta: np.ndarray, frame: _Frame) -> np.ndarray:
+    """Correction ``C(q) = q + displacement(q)`` as a (2, 3) or (2, 6) pixel-space matrix.
+
+    Columns are the monomials ``x, y, 1`` (then ``x², xy, y²``).
+    """
+    k = theta.shape[1]
+    a, b, c = 1.0 / frame.scale, -frame.cx / frame.scale, -frame.cy / frame.scale
+    rows = []
+    for r in range(2):
+        t = np.zeros(6)
+        t[:k] = theta[r]
+        mx = t[1] * a + 2 * t[3] * a * b + t[4] * a * c
+        my = t[2] * a + t[4] * a * b + 2 * t[5] * a * c
+        m1 = t[0] + t[1] * b + t[2] * c + t[3] * b * b + t[4] * b * c + t[5] * c * c
+        rows.append([mx, my, m1, t[3] * a * a, t[4] * a * a, t[5] * a * a])
+    m = np.array(rows)
+    m[0, 0] += 1.0
+    m[1, 1] += 1.0
+    return m if k == 6 else m[:, :3]
+
+
+def _fit_theta(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame) -> np.ndarray:
+    """Least-squares displacement model (2, k) through tie points ``q -> q + d``."""
+    phi = np.column_stack(_basis(*frame.norm(q[:, 0], q[:, 1]), k))
+    sol, *_ = np.linalg.lstsq(phi, d, rcond=None)
+    return sol.T
+
+
+def _ransac(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame, threshold: float,
+            rng: np.random.Generator, trials: int = 200) -> np.ndarray:
+    """Inlier mask of the largest consensus set (ties broken by the smaller truncated error)."""
+    n = len(q)
+    if n <= k:
+        return np.ones(n, bool)
+    best, best_cost = np.ones(n, bool), np.inf
+    for _ in range(trials):
+        idx = rng.choice(n, k, replace=False)
+        theta = _fit_theta(q[idx], d[idx], k, frame)
+        err = np.hypot(*(np.column_stack(_displacement(theta, frame, q[:, 0], q[:, 1])) - d).T)
+        cost = float(np.sum(np.minimum(err, threshold) ** 2))
+        if cost < best_cost:
+            best, best_cost = err < threshold, cost
+    theta = _fit_theta(q[best], d[best], k, frame) if best.sum() > k else None
+    if theta is not None:
+        err = np.hypot(*(np.column_stack(_displacement(theta, frame, q[:, 0], q[:, 1])) - d).T)
+        refit = err < threshold
+        if refit.sum() >= best.sum():
+            best = refit
+    return best
+
+
+def _locally_consistent(q: np.ndarray, d: np.ndarray, spacing: float) -> np.ndarray:
+    """Tie points that agree with the median of their neighbours (within 1.6 grid spacings)."""
+    n = len(q)
+    if n < 5:
+        return np.ones(n, bool)
+    dist = np.hypot(q[:, None, 0] - q[None, :, 0], q[:, None, 1] - q[None, :, 1])
+    near = (dist <= 1.6 * spacing) & (dist > 0)
+    dev = np.full(n, np.nan)
+    for i in range(n):           # per tie point (at most a few hundred), not per pixel
+        if near[i].sum() >= 2:
+            dev[i] = np.hypot(*(d[i] - np.median(d[near[i]], axis=0)))
+    ok = np.isfinite(dev)
+    if not ok.any():
+        return np.ones(n, bool)
+    scale = 1.4826 * np.median(dev[ok])
+    return ~ok | (dev <= max(1.0, 4.0 * scale))
+
+
+def _rms_fit(q, d, k, frame) -> float:
+    theta = _fit_theta(q, d, k, frame)
+    r = np.column_stack(_displacement(theta, frame, q[:, 0], q[:, 1])) - d
+    return float(np.sqrt(np.mean(np.sum(r ** 2, axis=1))))
+
+
+def _bic(q, d, k, frame, floor=0.05) -> float:
+    theta = _fit_theta(q, d, k, frame)
+    r = np.column_stack(_displacement(theta, frame, q[:, 0], q[:, 1])) - d
+    n = r.size
+    return n * math.log(max(float(np.mean(r ** 2)), floor ** 2)) + 2 * k * math.log(n)
+
+
+# --------------------------------------------------------------------------- windows
+
+@dataclass
+class _Windows:
+    """Tie-point windows of the reference: band-passed pixels and pixel-centre coordinates."""
+    starts: list            # (row, col) of each window's upper-left pixel
+    shape: tuple            # (h, w) of every window
+    rep: np.ndarray         # (n, h, w) float32
+    valid: np.ndarray       # (n, h, w) bool
+    x: np.ndarray           # (n, h, w) float64 pixel-centre columns
+    y: np.ndarray           # (n, h, w) float64 pixel-centre rows
+    texture: np.ndarray     # (n,) robust contrast of rep
+
+    @property
+    def centres(self) -> np.ndarray:
+        h, w = self.shape
+        return np.array([(c + w / 2, r + h / 2) for r, c in self.starts], dtype=np.float64)
+
+
+def _grid_starts(shape: tuple[int, int], size: int, max_points: int) -> list[tuple[int, int]]:
+    rows, cols = shape
+    per_side = max(1, int(math.sqrt(max_points)))
+    ny = max(1, min(per_side, (rows - size) // max(1, size // 2) + 1))
+    nx = max(1, min(per_side, (cols - size) // max(1, size // 2) + 1))
+    r0 = np.linspace(0, rows - size, ny).round().astype(int)
+    c0 = np.linspace(0, cols - size, nx).round().astype(int)
+    return [(int(r), int(c)) for r in r0 for c in c0]
+
+
+def _read_box(src, box, nodata) -> tuple[np.ndarray, np.ndarray]:
+    """Band mean and validity of a box (c0, r0, c1, r1) of an open raster; outside = invalid."""
+    from rasterio.windows import Window
+
+    c0, r0, c1, r1 = box
+    img = np.zeros((r1 - r0, c1 - c0), np.float32)
+    valid = np.zeros((r1 - r0, c1 - c0), bool)
+    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, src.width), min(r1, src.height)
+    if cc1 > cc0 and rr1 > rr0:
+        arr = src.read(window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0), out_dtype="float32")
+        ok = np.all(np.isfinite(arr), axis=0)
+        if nodata is not None:
+            ok &= np.all(arr != nodata, axis=0)
+        img[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = np.where(ok, _band_mean(arr), 0)
+        valid[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = ok
+    return img, valid
+
+
+def _reference_windows(stack: Stack, starts, shape) -> _Windows:
+    import rasterio
+
+    h, w = shape
+    scene = stack.scenes[stack.reference]
+    n = len(starts)
+    rep = np.zeros((n, h, w), np.float32)
+    valid = np.zeros((n, h, w), bool)
+    with rasterio.open(scene.path) as src:
+        for k, (r, c) in enumerate(starts):
+            img, ok = _read_box(src, (c - _MARGIN, r - _MARGIN, c + w + _MARGIN, r + h + _MARGIN), src.nodata)
+            rr, vv = _bandpass(img, ok)
+            rep[k] = rr[_MARGIN:_MARGIN + h, _MARGIN:_MARGIN + w]
+            valid[k] = vv[_MARGIN:_MARGIN + h, _MARGIN:_MARGIN + w]
+    jj, ii = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    x = np.stack([jj + c for _, c in starts])
+    y = np.stack([ii + r for r, _ in starts])
+    texture = np.array([1.4826 * np.median(np.abs(rep[k][valid[k]])) if valid[k].any() else 0.0
+                        for k in range(n)])
+    return _Windows(list(starts), (h, w), rep, valid, x, y, texture)
+
+
+@dataclass
+class _Patch:
+    rep: np.ndarray         # band-passed scene pixels
+    coef: np.ndarray        # their cubic B-spline coefficients
+    valid: np.ndarray
+    c0: int
+    r0: int
+
+
+def _make_patch(rep: np.ndarray, valid: np.ndarray, c0: int, r0: int) -> _Patch:
+    # the cubic spline reaches 2 px: samples that near a hole are not trusted
+    if not valid.all():
+        valid = ndi.binary_erosion(valid, iterations=2, border_value=1)
+    return _Patch(rep, ndi.spline_filter(rep, order=3, mode="mirror"), valid, c0, r0)
+
+
+class _Scene:
+    """The scene pixels under each window, band-passed and ready to be warped."""
+
+    def __init__(self, path, nominal: np.ndarray, windows: _Windows):
+        self.path = path
+        self.nominal = nominal
+        self.win = windows
+        self.scale = float(math.sqrt(abs(np.linalg.det(nominal[:, :2]))))
+        self.patches: list[_Patch | None] = [None] * len(windows.starts)
+        self.boxes: list[tuple | None] = [None] * len(windows.starts)
+
+    def _box(self, mapping: np.ndarray, k: int, pad: float) -> tuple[int, int, int, int]:
+        r, c = self.win.starts[k]
+        h, w = self.win.shape
+        xs = np.array([c - pad, c + w / 2, c + w + pad])
+        ys = np.array([r - pad, r + h / 2, r + h + pad])
+        gx, gy = np.meshgrid(xs, ys)
+        sx, sy = apply_mapping(mapping, gx.ravel(), gy.ravel())
+        extra = 4 + math.ceil(3 * _S2 * self.scale)
+        return (int(math.floor(sx.min())) - extra, int(math.floor(sy.min())) - extra,
+                int(math.ceil(sx.max())) + extra, int(math.ceil(sy.max())) + extra)
+
+    def load(self, mapping: np.ndarray, which=None) -> None:
+        """Read (again) the windows whose scene pixels are not all in memory under ``mapping``."""
+        import rasterio
+
+        which = range(len(self.patches)) if which is None else which
+        with rasterio.open(self.path) as src:
+            for k in which:
+                need = self._box(mapping, k, _MARGIN)
+                have = self.boxes[k]
+                if have is not None and (need[0] >= have[0] and need[1] >= have[1]
+                                         and need[2] <= have[2] and need[3] <= have[3]):
+                    continue
+                box = self._box(mapping, k, _MARGIN + _SLACK)
+                img, ok = _read_box(src, box, src.nodata)
+                rep, ok = _bandpass(img, ok, self.scale)
+                self.patches[k] = _make_patch(rep, ok, box[0], box[1])
+                self.boxes[k] = box
+
+    def warp(self, mapping: np.ndarray, which, order: int = 3,
+             stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Band-passed scene sampled at ``mapping(q)`` for the pixels of windows ``which``.
+
+        With ``stride`` > 1 only every stride-th pixel (from the second) is sampled.
+        """
+        sl = _sample(stride)
+        h, w = self.win.x[0][sl].shape
+        out = np.zeros((len(which), h, w), np.float32)
+        ok = np.zeros((len(which), h, w), bool)
+        for j, k in enumerate(which):     # one interpolation call per window
+            p = self.patches[k]
+            sx, sy = apply_mapping(mapping, self.win.x[k][sl], self.win.y[k][sl])
+            ii, jj = sy - 0.5 - p.r0, sx - 0.5 - p.c0
+            ph, pw = p.valid.shape
+            inside = (ii >= 1) & (ii <= ph - 2) & (jj >= 1) & (jj <= pw - 2)
+            if order == 3:
+                out[j] = ndi.map_coordinates(p.coef, [ii, jj], order=3, prefilter=False, mode="mirror")
+            else:
+                out[j] = ndi.map_coordinates(p.rep, [ii, jj], order=1, mode="mirror")
+            ri = np.clip(np.rint(ii).astype(np.intp), 0, ph - 1)
+            rj = np.clip(np.rint(jj).astype(np.intp), 0, pw - 1)
+            ok[j] = inside & p.valid[ri, rj]
+        return out, ok
+
+
+def _sample(stride: int):
+    return (slice(None), slice(None)) if stride == 1 else (slice(1, -1, stride), slice(1, -1, stride))
+
+
+# --------------------------------------------------------------------------- dense refinement
+
+@dataclass
+class _Fit:
+    theta: np.ndarray        # (2, k) displacement model in normalised coordinates
+    d: np.ndarray            # (n, 2) residual shift of each window about the model (NaN: not measured)
+    se: np.ndarray           # (n,) standard error of d (px)
+    sigma: float             # robust residual scale of the band-passed pixels
+    iterations: int
+    converged: bool
+    gain: np.ndarray = field(default_factory=lambda: np.ones(2))
+
+    @property
+    def kind(self) -> str:
+        return {1: "translation", 3: "affine", 6: "poly2"}[self.theta.shape[1]]
+
+
+
+
+def _refine(scene: _Scene, win: _Windows, frame: _Frame, theta: np.ndarray, active: np.ndarray,
+            measure: np.ndarray, *, max_iter: int = 10, tol: float = 5e-3, upsample: int = 20,
+            gain: np.ndarray | None = None) -> _Fit:
+    """Iterate: warp every window through the model, measure its residual shift, refit the model.
+
+    The residual shift of a window is measured by phase correlation (a
+    mode-seeking estimator: moved shadows and new buildings make a secondary
+    peak rather than pulling the main one) on the scene warped through the
+    current model with a cubic spline. Phase correlation is biased towards
+    whole pixels, but not at a zero shift, which is where the iteration ends,
+    so the fixed point is unbiased. The model is fitted to the windows'
+    shifts, every active window counting the same.
+    """
+    theta = np.array(theta, dtype=np.float64)
+    k = theta.shape[1]
+    idx = np.flatnonzero(measure | active)
+    act = active[idx]
+    q = win.centres[idx]
+    n = len(win.starts)
+    d = np.full((n, 2), np.nan)
+    z = np.zeros(n)
+    converged, it = False, 0
+    mx = my = np.zeros(len(idx))
+    calibrate = gain is None
+    gain = np.ones(2) if gain is None else gain
+    last = np.inf
+    for it in range(1, max_iter + 1):
+        mapping = compose_mapping(scene.nominal, _theta_to_matrix(theta, frame))
+        scene.load(mapping, idx)
+        W, WV = scene.warp(mapping, idx, order=3)
+        dd, _, zz = _phase_correlate(win.rep[idx], W, win.valid[idx], WV, upsample)
+        share = (win.valid[idx] & WV).mean(axis=(1, 2))
+        ok = (zz >= _MIN_Z) & (share >= 0.5)
+        if calibrate and it == 1 and (act & ok).any():
+            # Whitened phase correlation under-reads subpixel shifts where noise dominates the
+            # high frequencies. Calibrate that gain on these very windows: warp them a known
+            # _PROBE px further and see how much the measured shift moves.
+            probe = _theta_to_matrix(np.array([[_PROBE] + [0.0] * (k - 1),
+                                               [_PROBE] + [0.0] * (k - 1)]) + theta, frame)
+            W2, WV2 = scene.warp(compose_mapping(scene.nominal, probe), idx, order=3)
+            d2, _, _ = _phase_correlate(win.rep[idx], W2, win.valid[idx], WV2, upsample)
+            sel = act & ok
+            gain = np.clip(np.median((dd[sel] - d2[sel]) / _PROBE, axis=0), 0.25, 1.25)
+        dd = dd / gain
+        d[idx] = np.where(ok[:, None], dd, np.nan)
+        z[idx] = zz
+        use = act & ok
+        if use.sum() < k:
+            break
+        mx, my = _displacement(theta, frame, q[:, 0], q[:, 1])
+        new = _fit_theta(q[use], np.column_stack([mx, my])[use] + dd[use], k, frame)
+        nx, ny = _displacement(new, frame, q[:, 0], q[:, 1])
+        move = float(np.max(np.hypot(nx - mx, ny - my)))
+        theta = new
+        if move < tol or (it > 2 and move > 0.7 * last):   # converged, or down to measurement noise
+            converged = True
+            break
+        last = move
+    # residuals about the final model
+    nx, ny = _displacement(theta, frame, q[:, 0], q[:, 1])
+    d[idx, 0] += mx - nx
+    d[idx, 1] += my - ny
+    se = np.where(z > 0, 1.0 / np.maximum(z, 1e-9), np.nan)
+    return _Fit(theta, d, se, float("nan"), it, converged, gain)
+
+
+# --------------------------------------------------------------------------- public API
 
 def estimate_shift(reference: np.ndarray, moving: np.ndarray, *,
                    reference_valid: np.ndarray | None = None,
                    moving_valid: np.ndarray | None = None,
-                   upsample: int = 50, min_valid: float = 0.6,
-                   min_peak: float = 0.03) -> Shift:
-    """Subpixel translation between two images by phase correlation.
+                   upsample: int = 20, min_valid: float = 0.5, refine: bool = True) -> Shift:
+    """Subpixel translation between two images.
 
-    Both images are turned into gradient magnitudes (robust to gain, offset and
-    haze differences), tapered, and cross-correlated with a whitened spectrum;
-    the peak is refined with an upsampled DFT around it.
+    Both images are reduced to a band-passed band mean (robust to gain, offset
+    and haze differences); phase correlation gives the shift to 1/``upsample``
+    px, then Gauss-Newton refinement with cubic-spline warping and Tukey
+    weights removes the bias of phase correlation towards whole pixels.
 
     Parameters
     ----------
     reference, moving : ndarray
-        (rows, cols) or (bands, rows, cols) arrays of the same shape.
+        (rows, cols) or (bands, rows, cols) arrays of the same shape, any
+        numeric dtype.
     reference_valid, moving_valid : ndarray of bool, optional
         True where the image holds data; invalid pixels do not pull the estimate.
     upsample : int
-        Subpixel precision is ``1 / upsample`` pixel.
+        Precision of the phase-correlation start, ``1 / upsample`` px.
     min_valid : float
         Smallest share of pixels valid in both images for a reliable estimate.
-    min_peak : float
-        Smallest normalised correlation peak for a reliable estimate.
+    refine : bool
+        Refine by Gauss-Newton (default); False gives plain phase correlation.
 
     Returns
     -------
@@ -142,50 +605,54 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, *,
     --------
     >>> rng = np.random.default_rng(0)
     >>> ref = ndi.gaussian_filter(rng.random((96, 96)), 2)
-    >>> mov = ndi.shift(ref, (2.0, -3.0), order=3, mode="nearest")  # content moves +2 rows, -3 cols
+    >>> mov = ndi.shift(ref, (2.25, -3.5), order=3, mode="nearest")  # content moves +2.25 rows, -3.5 cols
     >>> s = estimate_shift(ref, mov)
-    >>> round(s.dx, 1), round(s.dy, 1), s.reliable
-    (-3.0, 2.0, True)
+    >>> round(s.dx, 2), round(s.dy, 2), s.reliable
+    (-3.5, 2.25, True)
     """
     reference = np.asarray(reference)
     moving = np.asarray(moving)
     if reference.shape != moving.shape:
         raise InputError(f"estimate_shift needs images of the same shape, got {reference.shape} "
                          f"and {moving.shape}.")
-    shape2 = reference.shape[-2:]
-    rv = np.ones(shape2, bool) if reference_valid is None else np.asarray(reference_valid, bool)
-    mv = np.ones(shape2, bool) if moving_valid is None else np.asarray(moving_valid, bool)
-    both = rv & mv
-    if both.mean() < min_valid:
+    h, w = reference.shape[-2:]
+    rv = np.ones((h, w), bool) if reference_valid is None else np.asarray(reference_valid, bool)
+    mv = np.ones((h, w), bool) if moving_valid is None else np.asarray(moving_valid, bool)
+    rv = rv & np.all(np.isfinite(reference), axis=0 if reference.ndim == 3 else None) if reference.dtype.kind == "f" else rv
+    mv = mv & np.all(np.isfinite(moving), axis=0 if moving.ndim == 3 else None) if moving.dtype.kind == "f" else mv
+    if (rv & mv).mean() < min_valid:
         return Shift(0.0, 0.0, 0.0, False)
-    a = _representation(reference, rv)
-    b = _representation(moving, mv)
-    taper = _window_fn(shape2)
-    a = (a - a[both].mean()) * taper * both
-    b = (b - b[both].mean()) * taper * both
-    if a.std() < 1e-6 or b.std() < 1e-6:
+    a, av = _bandpass(np.where(rv, _band_mean(np.nan_to_num(reference)), 0), rv)
+    b, bv = _bandpass(np.where(mv, _band_mean(np.nan_to_num(moving)), 0), mv)
+    if not (av & bv).any() or a[av].std() < 1e-9 or b[bv].std() < 1e-9:
         return Shift(0.0, 0.0, 0.0, False)
-    fa, fb = np.fft.fft2(a), np.fft.fft2(b)
-    cross = fa * fb.conj()
-    cross /= np.maximum(np.abs(cross), 1e-12)
-    corr = np.fft.ifft2(cross).real
-    peak_idx = np.unravel_index(np.argmax(corr), corr.shape)
-    peak = float(corr[peak_idx])
-    mid = np.array([n // 2 for n in shape2])
-    shift = np.array(peak_idx, dtype=np.float64)
-    shift[shift > mid] -= np.array(shape2)[shift > mid]
-    if upsample > 1:
-        shift = np.round(shift * upsample) / upsample
-        region = math.ceil(upsample * 1.5)
-        dftshift = np.fix(region / 2.0)
-        offsets = dftshift - shift * upsample
-        up = _upsampled_dft(cross.conj(), region, upsample, offsets).conj()
-        maxima = np.unravel_index(np.argmax(np.abs(up)), up.shape)
-        shift = shift + (np.array(maxima, dtype=np.float64) - dftshift) / upsample
-    # corr peaks at the shift that moves `moving` onto `reference`; content of
-    # reference at q is found in moving at q - that shift.
-    dy, dx = -shift
-    return Shift(float(dx), float(dy), peak, peak >= min_peak)
+    d, peak, z = _phase_correlate(a[None], b[None], av[None], bv[None], upsample)
+    dx, dy = float(d[0, 0]), float(d[0, 1])
+    reliable = bool(z[0] >= _MIN_Z)
+    if refine and reliable:
+        win = _Windows([(0, 0)], (h, w), a[None], av[None],
+                       *[g[None] for g in np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)],
+                       np.array([1.0]))
+        scene = _ArrayScene(b, bv, win)
+        frame = _Frame(w / 2, h / 2, max(h, w) / 2)
+        fit = _refine(scene, win, frame, np.array([[dx], [dy]]), np.ones(1, bool), np.ones(1, bool))
+        if fit.converged and math.hypot(fit.theta[0, 0] - dx, fit.theta[1, 0] - dy) < 1.0:
+            dx, dy = float(fit.theta[0, 0]), float(fit.theta[1, 0])
+        else:
+            reliable = False
+    return Shift(dx, dy, float(peak[0]), reliable)
+
+
+class _ArrayScene(_Scene):
+    """An in-memory moving image on the reference grid (for :func:`estimate_shift`)."""
+
+    def __init__(self, rep: np.ndarray, valid: np.ndarray, windows: _Windows):
+        super().__init__(None, np.array([[1.0, 0, 0], [0, 1.0, 0]]), windows)
+        self.patches = [_make_patch(rep, valid, 0, 0)]
+        self.boxes = [(-10 ** 9, -10 ** 9, 10 ** 9, 10 ** 9)]
+
+    def load(self, mapping, which=None) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -198,23 +665,25 @@ class Registration:
         File name.
     model : str
         ``identity`` (the reference), ``none`` (georeferencing only),
-        ``translation`` or ``affine``.
+        ``translation``, ``affine`` or ``poly2`` (second-order polynomial).
     ref_to_scene : ndarray
-        (2, 3) affine, reference pixel (col, row) -> scene pixel (col, row).
+        Reference pixel (col, row) -> scene pixel (col, row): a (2, 3) affine,
+        or for ``poly2`` a (2, 6) matrix whose extra columns are the
+        coefficients of ``x², xy, y²`` (see :func:`changedetect.stack.apply_mapping`).
     correction : ndarray
-        (2, 3) affine in reference pixel space applied on top of the files'
-        georeferencing.
+        The same kind of matrix, in reference pixel space, applied before the
+        files' georeferencing: ``ref_to_scene = nominal ∘ correction``.
     shift_px : (float, float)
         Correction at the grid centre, in reference pixels (dx, dy).
     shift_m : (float, float)
         The same in CRS units (metres for projected CRSs), (east, north).
     rotation_deg : float
-        Rotation of the correction.
+        Rotation of the correction (at the grid centre for ``poly2``).
     scale : float
         Scale of the correction (1.0 = none).
     rmse_px : float
-        RMSE of the inlier tie points about the model, in reference pixels
-        (NaN when there are no tie points).
+        RMSE of the inlier tie points' residual shifts about the model, in
+        reference pixels (NaN when there are no tie points).
     n_tiepoints, n_inliers : int
         Tie points measured and kept.
     reliability : float
@@ -222,6 +691,10 @@ class Registration:
     flagged : bool
         True when the scene could not be registered and was kept on its
         georeferencing alone.
+    tiepoints : ndarray
+        (n, 6): reference col, row of the window centre, residual shift dx, dy
+        about the model (px, NaN if not measured), its standard error (px) and
+        1.0 for an inlier, 0.0 for a rejected tie point.
     """
 
     scene: str
@@ -237,11 +710,17 @@ class Registration:
     n_inliers: int
     reliability: float
     flagged: bool = False
+    tiepoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)), repr=False)
+
+    @property
+    def n_rejected(self) -> int:
+        """Tie points measured but not used by the model."""
+        return self.n_tiepoints - self.n_inliers
 
     def to_dict(self) -> dict:
         """JSON-ready record (the ``registration.<file>`` entry of run.json)."""
         def r(x, n=4):
-            return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(float(x), n)
+            return None if x is None or not math.isfinite(float(x)) else round(float(x), n)
         return {
             "model": self.model,
             "ref_to_scene": [[float(v) for v in row] for row in self.ref_to_scene],
@@ -253,81 +732,17 @@ class Registration:
             "rmse_px": r(self.rmse_px),
             "n_tiepoints": self.n_tiepoints,
             "n_inliers": self.n_inliers,
+            "n_rejected": self.n_rejected,
             "reliability": r(self.reliability, 3),
             "flagged": self.flagged,
+            "tiepoints": {"columns": ["col", "row", "dx", "dy", "se", "inlier"],
+                          "rows": [[r(v, 4) for v in row[:5]] + [bool(row[5])] for row in self.tiepoints]},
         }
 
 
-def _fit(src: np.ndarray, dst: np.ndarray, model: str) -> np.ndarray:
-    """Least-squares (2, 3) affine or translation mapping src points to dst points."""
-    if model == "translation":
-        d = (dst - src).mean(axis=0)
-        return np.array([[1.0, 0.0, d[0]], [0.0, 1.0, d[1]]])
-    a = np.column_stack([src, np.ones(len(src))])
-    m, *_ = np.linalg.lstsq(a, dst, rcond=None)
-    return m.T
-
-
-def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ m[:, :2].T + m[:, 2]
-
-
-def _robust_fit(src: np.ndarray, dst: np.ndarray, model: str, *, threshold: float,
-                rng: np.random.Generator, trials: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """RANSAC for the model, then least squares on the consensus set."""
-    n_min = 1 if model == "translation" else 3
-    n = len(src)
-    best = np.zeros(n, bool)
-    best_err = np.inf
-    if n <= n_min:
-        best[:] = True
-    else:
-        for _ in range(trials):
-            idx = rng.choice(n, n_min, replace=False)
-            m = _fit(src[idx], dst[idx], model)
-            err = np.linalg.norm(_apply(m, src) - dst, axis=1)
-            inl = err < threshold
-            score = (inl.sum(), -np.sum(np.minimum(err, threshold)))
-            if inl.sum() > best.sum() or (inl.sum() == best.sum() and -score[1] < best_err):
-                best, best_err = inl, -score[1]
-    if best.sum() < n_min:
-        best[:] = True
-    m = _fit(src[best], dst[best], model)
-    # one re-selection with the refined model
-    err = np.linalg.norm(_apply(m, src) - dst, axis=1)
-    inl = err < threshold
-    if inl.sum() >= max(n_min, best.sum() // 2):
-        best = inl
-        m = _fit(src[best], dst[best], model)
-    return m, best
-
-
-def _grid_windows(shape: tuple[int, int], size: int, max_points: int):
-    rows, cols = shape
-    ny = max(1, min(int(math.sqrt(max_points)), (rows - size) // (size // 2) + 1))
-    nx = max(1, min(int(math.sqrt(max_points)), (cols - size) // (size // 2) + 1))
-    r0 = np.linspace(0, rows - size, ny).round().astype(int)
-    c0 = np.linspace(0, cols - size, nx).round().astype(int)
-    return [(int(r), int(c)) for r in r0 for c in c0]
-
-
-def _read_windows(read, starts, size: int, width: int):
-    """Read square windows by horizontal strips: one warp per row of tie points."""
-    from rasterio.windows import Window
-
-    out = {}
-    for r in sorted({r for r, _ in starts}):
-        cols = [c for rr, c in starts if rr == r]
-        c0, c1 = min(cols), max(cols) + size
-        data, valid = read(Window(c0, r, c1 - c0, size))
-        for c in cols:
-            out[(r, c)] = (data[:, :, c - c0:c - c0 + size], valid[:, c - c0:c - c0 + size])
-    return [out[(r, c)] for r, c in starts]
-
-
-def register_scene(stack: Stack, i: int, *, method: str = "local", window: int = 128,
-                   max_points: int = 49, iterations: int = 3, upsample: int = 50,
-                   on_failure: str = "raise", seed: int = 0) -> Registration:
+def register_scene(stack: Stack, i: int, *, method: str = "local", window: int = 64,
+                   max_points: int = 144, upsample: int = 20, on_failure: str = "raise",
+                   seed: int = 0, _windows: _Windows | None = None) -> Registration:
     """Register scene ``i`` of ``stack`` to the stack's reference.
 
     Parameters
@@ -337,16 +752,16 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     i : int
         Scene index.
     method : {"none", "global", "local"}
-        ``global``: one translation for the whole scene. ``local``: a grid of
-        tie points and the better of a translation and an affine model.
+        ``global``: one translation for the whole scene (robust to clouds and
+        changes). ``local`` (default): tie points, then the translation, affine
+        or second-order polynomial model that the tie points support best.
     window : int
-        Tie-point window size in pixels.
+        Tie-point window size in reference pixels.
     max_points : int
-        Largest number of tie points.
-    iterations : int
-        Measure-and-refit rounds on the re-warped scene.
+        Largest number of tie points (a square grid).
     upsample : int
-        Tie-point shifts are measured to ``1 / upsample`` pixel.
+        Tie points are first located to ``1 / upsample`` px by phase
+        correlation, then refined.
     on_failure : {"raise", "keep"}
         When a scene cannot be registered: raise :class:`RegistrationError`, or
         keep its georeferencing and flag it.
@@ -380,82 +795,113 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
                                 "the same site, or pass --coregister none (or keep unregistered "
                                 "scenes with --on-registration-failure keep).")
 
-    # 1. coarse global shift on a decimated read
+    frame = _Frame(cols / 2, rows / 2, max(rows, cols) / 2)
+    # 1. coarse shift on decimated, band-passed images
     f = max(1, math.ceil(max(rows, cols) / 512))
-    small = (max(8, rows // f), max(8, cols // f))
+    small = (max(16, rows // f), max(16, cols // f))
     ref_s, ref_sv = stack.read(stack.reference, out_shape=small)
     mov_s, mov_sv = stack.read(i, out_shape=small, ref_to_scene=nominal)
     if not mov_sv.any():
         return fail("it has no valid pixel over the reference grid")
-    s = estimate_shift(ref_s, mov_s, reference_valid=ref_sv, moving_valid=mov_sv, upsample=4,
-                       min_valid=0.2)
-    if not s.reliable:
+    a, av = _bandpass(_band_mean(ref_s), ref_sv)
+    b, bv = _bandpass(_band_mean(mov_s), mov_sv)
+    if (av & bv).mean() < 0.05:
+        return fail("too few valid pixels in common with the reference")
+    d0, _, z0 = _phase_correlate(a[None], b[None], av[None], bv[None], upsample=4)
+    if z0[0] < _MIN_Z:
         return fail("no texture in common with the reference (phase correlation found no peak)")
-    sx, sy = stack.width / small[1], stack.height / small[0]
-    correction = np.array([[1.0, 0, s.dx * sx], [0, 1.0, s.dy * sy]])
+    theta = np.array([[d0[0, 0] * cols / small[1]], [d0[0, 1] * rows / small[0]]])
 
-    # 2-3. tie points on the re-warped scene, robust fit, iterate
+    # 2. tie points: phase correlation per window
     size = int(min(window, rows, cols))
-    if method == "global":
-        size = int(min(rows, cols, 4 * window))
-        starts = [((rows - size) // 2, (cols - size) // 2)]
-    else:
-        starts = _grid_windows((rows, cols), size, max_points)
-    with stack.open_warped(stack.reference) as read_ref:
-        refs = _read_windows(read_ref, starts, size, stack.width)
-    centres = np.array([(c + size / 2, r + size / 2) for r, c in starts], dtype=np.float64)
-    model, inliers, rmse = "translation", np.zeros(len(starts), bool), np.nan
-    for it in range(iterations):
-        with stack.open_warped(i, ref_to_scene=compose(nominal, correction)) as read_mov:
-            movs = _read_windows(read_mov, starts, size, stack.width)
-        shifts = [estimate_shift(rd, md, reference_valid=rv, moving_valid=mv, upsample=upsample)
-                  for (rd, rv), (md, mv) in zip(refs, movs)]
-        ok = np.array([sh.reliable for sh in shifts])
-        if ok.sum() == 0:
-            return fail("no tie point could be matched")
-        d = np.array([(sh.dx, sh.dy) for sh in shifts])
-        src = centres[ok]
-        # tie point: reference q  <->  nominal-warped position correction(q + d)
-        dst = _apply(correction, src + d[ok])
-        candidates = ["translation"] if method == "global" or ok.sum() < 4 else ["translation", "affine"]
-        fits = {}
-        for mdl in candidates:
-            m, inl = _robust_fit(src, dst, mdl, threshold=max(0.5, 1.5 ** (2 - it)), rng=rng)
-            res = np.linalg.norm(_apply(m, src[inl]) - dst[inl], axis=1)
-            fits[mdl] = (m, inl, float(np.sqrt(np.mean(res ** 2))) if len(res) else np.inf)
-        model = "translation"
-        if "affine" in fits:
-            ta, aa = fits["translation"], fits["affine"]
-            # affine only when it explains clearly more (rotation/scale present)
-            if aa[1].sum() >= ta[1].sum() and aa[2] < 0.8 * ta[2] or aa[1].sum() > ta[1].sum() * 1.2:
-                model = "affine"
-        correction, inl_ok, rmse = fits[model]
-        inliers = np.zeros(len(starts), bool)
-        inliers[np.flatnonzero(ok)[inl_ok]] = True
-    n_tp = len(starts)
-    n_in = int(inliers.sum())
-    reliability = (n_in / n_tp) * (1.0 / (1.0 + (rmse / 0.5) ** 2 if np.isfinite(rmse) else 0.0))
-    return _make(stack, scene.name, model, compose(nominal, correction), correction, rmse,
-                 n_tp, n_in, float(min(1.0, reliability)))
+    win = _windows if _windows is not None else _reference_windows(
+        stack, _grid_starts((rows, cols), size, max_points), (size, size))
+    n = len(win.starts)
+    moving = _Scene(scene.path, nominal, win)
+    mapping = compose_mapping(nominal, _theta_to_matrix(theta, frame))
+    moving.load(mapping)
+    W, WV = moving.warp(mapping, range(n), order=1)
+    dd, _, z = _phase_correlate(win.rep, W, win.valid, WV, upsample=1)
+    share = (win.valid & WV).mean(axis=(1, 2))
+    reliable = (z >= _MIN_Z) & (share >= 0.5) & (win.texture > 0)
+    if not reliable.any():
+        return fail("no tie point could be matched")
+    q = win.centres
+    disp = dd + theta[:, 0]
+    spacing = float(np.min([np.hypot(*(q[j] - q[k])) for j in range(n) for k in range(j)] or [size]))
+
+    # 3. outliers: local consistency, then RANSAC on the model
+    kind = "translation" if method == "global" or reliable.sum() < 4 else "affine"
+    rel = np.flatnonzero(reliable)
+    cons = rel[_locally_consistent(q[rel], disp[rel], spacing)]
+    inl = cons[_ransac(q[cons], disp[cons], MODELS[kind], frame, 1.0, rng)]
+    active = np.zeros(n, bool)
+    active[inl] = True
+    theta = _fit_theta(q[active], disp[active], MODELS[kind], frame)
+
+    # 4. dense refinement, dropping windows whose residual shift disagrees
+    fit = _refine(moving, win, frame, theta, active, reliable)
+    for _ in range(3):
+        res = np.hypot(fit.d[:, 0], fit.d[:, 1])
+        spread = 1.4826 * np.nanmedian(res[active]) if active.any() else 0.0
+        bad = active & ~(res <= max(_DROP_MIN, _DROP_K * spread))
+        if not bad.any() or active.sum() - bad.sum() < MODELS[kind]:
+            break
+        active &= ~bad
+        fit = _refine(moving, win, frame, fit.theta, active, reliable, gain=fit.gain)
+
+    # 5. model choice on the refined tie points
+    if method == "local" and active.sum() >= 4:
+        dx, dy = _displacement(fit.theta, frame, q[:, 0], q[:, 1])
+        td = np.column_stack([dx, dy]) + fit.d
+        qa, da = q[active], td[active]
+        options = ["translation", "affine"] + (["poly2"] if active.sum() >= 9 else [])
+        scores = {m: _bic(qa, da, MODELS[m], frame) for m in options}
+        best = min(options, key=scores.get)
+        rms_a, rms_p = _rms_fit(qa, da, 3, frame), _rms_fit(qa, da, 6, frame)
+        if best == "poly2" and (rms_a - rms_p < _POLY_GAIN or rms_p > 0.75 * rms_a):
+            best = min(("translation", "affine"), key=scores.get)
+        if best != fit.kind:
+            fit = _refine(moving, win, frame, _fit_theta(qa, da, MODELS[best], frame), active, reliable,
+                          gain=fit.gain)
+    if not np.all(np.isfinite(fit.theta)) or not active.any():
+        return fail("the tie points do not agree on a model")
+
+    res = np.hypot(fit.d[active, 0], fit.d[active, 1])
+    rmse = float(np.sqrt(np.nanmean(res ** 2))) if np.isfinite(res).any() else float("nan")
+    reliability = (active.sum() / n) / (1.0 + (rmse / 0.5) ** 2 if math.isfinite(rmse) else 2.0)
+    correction = _theta_to_matrix(fit.theta, frame)
+    tp = np.column_stack([q, fit.d, fit.se, active.astype(float)])
+    log.debug("%s: %s after %d iterations (converged: %s), %d/%d tie points, rmse %.4f px",
+              scene.name, fit.kind, fit.iterations, fit.converged, active.sum(), n, rmse)
+    return _make(stack, scene.name, fit.kind, compose_mapping(nominal, correction), correction, rmse,
+                 n, int(active.sum()), float(min(1.0, reliability)), tiepoints=tp)
 
 
 def _make(stack: Stack, name: str, model: str, ref_to_scene, correction, rmse, n_tp, n_in,
-          reliability, flagged: bool = False) -> Registration:
-    c = np.array([stack.width / 2, stack.height / 2])
-    moved = _apply(correction, c[None])[0] - c
+          reliability, flagged: bool = False, tiepoints=None) -> Registration:
+    cx, cy = stack.width / 2, stack.height / 2
+    px, py = apply_mapping(correction, np.array([cx]), np.array([cy]))
+    moved = (float(px[0] - cx), float(py[0] - cy))
     t = stack.transform
     shift_m = (t.a * moved[0] + t.b * moved[1], t.d * moved[0] + t.e * moved[1])
-    rot = math.degrees(math.atan2(correction[1, 0], correction[0, 0]))
-    scale = float(math.sqrt(abs(np.linalg.det(correction[:, :2]))))
+    c = np.asarray(correction, dtype=np.float64)
+    jac = c[:, :2].copy()
+    if c.shape[1] == 6:           # Jacobian at the centre
+        jac[:, 0] += 2 * c[:, 3] * cx + c[:, 4] * cy
+        jac[:, 1] += c[:, 4] * cx + 2 * c[:, 5] * cy
+    rot = math.degrees(math.atan2(jac[1, 0] - jac[0, 1], jac[0, 0] + jac[1, 1]))
+    scale = float(math.sqrt(abs(np.linalg.det(jac))))
     return Registration(scene=name, model=model, ref_to_scene=np.asarray(ref_to_scene),
-                        correction=np.asarray(correction), shift_px=(float(moved[0]), float(moved[1])),
-                        shift_m=(float(shift_m[0]), float(shift_m[1])), rotation_deg=rot,
-                        scale=scale, rmse_px=float(rmse), n_tiepoints=n_tp, n_inliers=n_in,
-                        reliability=float(reliability), flagged=flagged)
+                        correction=c, shift_px=moved, shift_m=(float(shift_m[0]), float(shift_m[1])),
+                        rotation_deg=rot, scale=scale, rmse_px=float(rmse), n_tiepoints=n_tp,
+                        n_inliers=n_in, reliability=float(reliability), flagged=flagged,
+                        tiepoints=np.zeros((0, 6)) if tiepoints is None else np.asarray(tiepoints))
 
 
 def coregister(stack: Stack, *, method: str = "local", on_failure: str = "raise",
                progress: Callable[[int, int, str], None] | None = None,
+               window: int = 64, max_points: int = 144,
                **kwargs) -> tuple[Stack, tuple[Registration, ...]]:
     """Register every scene of ``stack`` to its reference.
 
@@ -469,8 +915,8 @@ def coregister(stack: Stack, *, method: str = "local", on_failure: str = "raise"
         What to do with a scene that cannot be registered.
     progress : callable, optional
         Called as ``progress(done, total, scene_name)`` after each scene.
-    **kwargs
-        Passed to :func:`register_scene`.
+    window, max_points, **kwargs
+        Passed to :func:`register_scene`. The reference windows are read once.
 
     Returns
     -------
@@ -479,9 +925,16 @@ def coregister(stack: Stack, *, method: str = "local", on_failure: str = "raise"
     registrations : tuple of Registration
         One per scene, in stack order.
     """
+    if method not in _METHODS:
+        raise InputError(f"Unknown co-registration method '{method}'; choose one of {', '.join(_METHODS)}.")
+    win = None
+    if method != "none" and len(stack) > 1:
+        size = int(min(window, stack.height, stack.width))
+        win = _reference_windows(stack, _grid_starts(stack.shape, size, max_points), (size, size))
     regs = []
     for i in range(len(stack)):
-        reg = register_scene(stack, i, method=method, on_failure=on_failure, **kwargs)
+        reg = register_scene(stack, i, method=method, on_failure=on_failure, window=window,
+                             max_points=max_points, _windows=win, **kwargs)
         log.info("registered %s: %s shift=(%.2f, %.2f) px rot=%.3f deg rmse=%.3f px, %d/%d tie points",
                  reg.scene, reg.model, *reg.shift_px, reg.rotation_deg, reg.rmse_px,
                  reg.n_inliers, reg.n_tiepoints)

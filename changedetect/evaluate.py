@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError, UnreadableFileError
+from .stack import apply_mapping
 
 __all__ = [
     "Scores",
@@ -545,7 +546,9 @@ def registration_error(pred_affine, true_affine, *, shape: tuple[int, int], step
     ----------
     pred_affine, true_affine : array-like
         2x3 affines (or 3x3, 6-sequences, ``affine.Affine``) mapping reference
-        pixel (col, row) to scene pixel (col, row).
+        pixel (col, row) to scene pixel (col, row). ``pred_affine`` may also be
+        a (2, 6) second-order polynomial (see
+        :func:`changedetect.stack.apply_mapping`).
     shape : (rows, cols), keyword-only
         Size of the reference grid.
     step : int, keyword-only
@@ -565,15 +568,21 @@ def registration_error(pred_affine, true_affine, *, shape: tuple[int, int], step
         raise InputError(f"shape must be positive (rows, cols), got {shape}")
     if int(step) <= 0:
         raise InputError(f"step must be a positive integer, got {step}")
-    p = _affine(pred_affine, "pred_affine")
+    poly = np.asarray(pred_affine, dtype=np.float64) if not hasattr(pred_affine, "a") else None
+    if poly is not None and poly.shape == (2, 6):
+        if not np.isfinite(poly).all():
+            raise InputError(f"pred_affine must be finite, got {pred_affine!r}")
+    else:
+        poly = _affine(pred_affine, "pred_affine")[:2]
     t = _affine(true_affine, "true_affine")
     try:
-        m = np.linalg.inv(t) @ p
+        ti = np.linalg.inv(t)
     except np.linalg.LinAlgError as exc:
         raise InputError(f"true_affine is singular: {true_affine!r}") from exc
     c, r = np.meshgrid(np.arange(0, cols, step) + 0.5, np.arange(0, rows, step) + 0.5)
     q = np.stack([c.ravel(), r.ravel()])
-    d = m[:2, :2] @ q + m[:2, 2:3] - q
+    px, py = apply_mapping(poly, q[0], q[1])
+    d = ti[:2, :2] @ np.stack([px, py]) + ti[:2, 2:3] - q
     return float(np.sqrt(np.mean(np.sum(d * d, axis=0))))
 
 

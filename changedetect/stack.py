@@ -23,7 +23,8 @@ import numpy as np
 from .errors import DateError, EmptyDataError, InputError, NoOverlapError
 from .io import SceneInfo, read_manifest, read_scene
 
-__all__ = ["Stack", "open_stack", "affine_to_matrix", "matrix_to_affine", "compose", "invert"]
+__all__ = ["Stack", "open_stack", "affine_to_matrix", "matrix_to_affine", "compose", "invert",
+           "apply_mapping", "compose_mapping"]
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
@@ -67,6 +68,44 @@ def compose(outer, inner) -> np.ndarray:
 def invert(m) -> np.ndarray:
     """Inverse of a (2, 3) affine."""
     return np.linalg.inv(_full(np.asarray(m)))[:2]
+
+
+def _is_affine(m: np.ndarray) -> bool:
+    return m.shape == (2, 3) or (m.shape == (2, 6) and not np.any(m[:, 3:]))
+
+
+def apply_mapping(m, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Apply a (2, 3) affine or a (2, 6) second-order polynomial mapping.
+
+    The columns of ``m`` are the coefficients of ``x, y, 1`` and, for a
+    polynomial, ``x², xy, y²``: ``x' = m[0, 0] x + m[0, 1] y + m[0, 2] + ...``.
+
+    Examples
+    --------
+    >>> apply_mapping([[1, 0, 2.0, 0.001, 0, 0], [0, 1, 0, 0, 0, 0]], np.array([10.0]), np.array([5.0]))
+    (array([12.1]), array([5.]))
+    """
+    m = np.asarray(m, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    out = []
+    for r in range(2):
+        v = m[r, 0] * x + m[r, 1] * y + m[r, 2]
+        if m.shape[1] == 6:
+            v = v + m[r, 3] * x * x + m[r, 4] * x * y + m[r, 5] * y * y
+        out.append(v)
+    return out[0], out[1]
+
+
+def compose_mapping(outer, inner) -> np.ndarray:
+    """``outer ∘ inner`` for an affine ``outer`` and an affine or polynomial ``inner``."""
+    outer = np.asarray(outer, dtype=np.float64)
+    inner = np.asarray(inner, dtype=np.float64)
+    if inner.shape == (2, 3):
+        return compose(outer, inner)
+    out = outer[:, :2] @ inner
+    out[:, 2] += outer[:, 2]
+    return out
 
 
 @dataclass(frozen=True)
@@ -239,6 +278,9 @@ def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampli
     bands = stack.count
     # destination pixel -> reference pixel
     d = np.array([[w / ow, 0.0, float(window.col_off)], [0.0, h / oh, float(window.row_off)]])
+    if not _is_affine(m):
+        return _warp_window_poly(stack, src, m, d, (oh, ow), resampling)
+    m = m[:, :3]
     md = compose(m, d)                                   # destination pixel -> scene pixel
     data = np.zeros((bands, oh, ow), dtype=np.float32)
     valid = np.zeros((oh, ow), dtype=bool)
@@ -293,6 +335,53 @@ def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampli
         reproject(src_valid, vmask, src_transform=src_t, src_crs=stack.crs, dst_transform=dst_t,
                   dst_crs=stack.crs, resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
         valid = vmask > 0
+    data[:, ~valid] = 0
+    return data, valid
+
+
+def _warp_window_poly(stack: "Stack", src, m: np.ndarray, d: np.ndarray, out_shape, resampling: str):
+    """Warp through a second-order polynomial with GDAL's GCP transformer.
+
+    Ground control points are sampled exactly from the polynomial on a 7x7
+    grid over the window; GDAL's second-order GCP polynomial then reproduces it.
+    """
+    from rasterio.control import GroundControlPoint
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+    from rasterio.windows import Window
+
+    oh, ow = out_shape
+    bands = stack.count
+    data = np.zeros((bands, oh, ow), dtype=np.float32)
+    gx, gy = np.meshgrid(np.linspace(0, ow, 7), np.linspace(0, oh, 7))
+    qx, qy = d[0, 0] * gx + d[0, 2], d[1, 1] * gy + d[1, 2]            # reference pixels
+    sx, sy = apply_mapping(m, qx, qy)                                    # scene pixels
+    pad = 4
+    c0 = int(max(0, math.floor(sx.min()) - pad))
+    r0 = int(max(0, math.floor(sy.min()) - pad))
+    c1 = int(min(src.width, math.ceil(sx.max()) + pad))
+    r1 = int(min(src.height, math.ceil(sy.max()) + pad))
+    if c1 <= c0 or r1 <= r0:
+        return data, np.zeros((oh, ow), bool)
+    arr = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype="float32")
+    nodata = src.nodata
+    src_valid = (np.ones(arr.shape[1:], np.uint8) if nodata is None
+                 else np.all(arr != nodata, axis=0).astype(np.uint8))
+    t_ref = stack.transform
+    mx, my = t_ref * (qx.ravel(), qy.ravel())
+    gcps = [GroundControlPoint(row=float(r - r0), col=float(c - c0), x=float(x), y=float(y))
+            for c, r, x, y in zip(sx.ravel(), sy.ravel(), mx, my)]
+    dst_t = matrix_to_affine(compose(affine_to_matrix(t_ref), d))
+    fill = nodata if nodata is not None else 0.0
+    reproject(arr, data, gcps=gcps, src_crs=stack.crs, dst_transform=dst_t, dst_crs=stack.crs,
+              resampling=Resampling[resampling], src_nodata=fill, dst_nodata=fill,
+              num_threads=_THREADS, MAX_GCP_ORDER=2)
+    vmask = np.zeros((oh, ow), np.uint8)
+    reproject(src_valid, vmask, gcps=gcps, src_crs=stack.crs, dst_transform=dst_t, dst_crs=stack.crs,
+              resampling=Resampling.nearest, src_nodata=0, dst_nodata=0, MAX_GCP_ORDER=2)
+    jj, ii = np.meshgrid(d[0, 0] * (np.arange(ow) + 0.5) + d[0, 2], d[1, 1] * (np.arange(oh) + 0.5) + d[1, 2])
+    col, row = apply_mapping(m, jj, ii)
+    valid = (vmask > 0) & (col >= 0) & (col < src.width) & (row >= 0) & (row < src.height)
     data[:, ~valid] = 0
     return data, valid
 

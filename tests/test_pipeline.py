@@ -64,8 +64,10 @@ def test_run_record_is_evidence(site, site_result):
     assert run["parameters"]["min_area_m2"] == Config().min_area_m2
     assert run["versions"]["numpy"] == np.__version__
     for name in (p.name for p in site.images):
-        m = np.array(run["registration"][name]["ref_to_scene"])
-        assert m.shape == (2, 3)
+        rec = run["registration"][name]
+        m = np.array(rec["ref_to_scene"])
+        assert m.shape == ((2, 6) if rec["model"] == "poly2" else (2, 3))
+        assert rec["n_inliers"] + rec["n_rejected"] == rec["n_tiepoints"]
     ref = run["registration"][site.reference.name]
     assert np.allclose(ref["ref_to_scene"], [[1, 0, 0], [0, 1, 0]])
     for name, digest in run["outputs"].items():
