@@ -33,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default="first", metavar="DATE|first|last|PATH",
                    help="image whose grid is used and to which others are registered (default: first)")
     p.add_argument("--coregister", choices=("local", "global", "none"), default="local",
-                   help="co-registration: tie-point grid + affine (local, default), one shift (global), none")
+                   help="co-registration: tie points + the best of translation/affine/2nd-order "
+                        "polynomial (local, default), one subpixel shift (global), none")
+    p.add_argument("--save-registered", metavar="DIR",
+                   help="also write every scene co-registered onto the reference grid to DIR")
     p.add_argument("--on-registration-failure", choices=("raise", "keep"), default="raise",
                    help="stop on a scene that cannot be registered (default) or keep it flagged")
     p.add_argument("--min-magnitude", type=float, default=14.0, metavar="SIGMA",
@@ -93,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         on_registration_failure=args.on_registration_failure,
                         min_magnitude=args.min_magnitude, alpha=args.alpha, persistence=args.persistence,
                         min_area_m2=args.min_area, max_elongation=args.max_elongation,
-                        block=args.block,
+                        block=args.block, save_registered=args.save_registered,
                         formats=tuple(args.formats or ("gpkg", "geojson")))
         result = detect_changes(args.images, args.out, config=config, manifest=args.manifest,
                                 progress=_Progress(not args.quiet))

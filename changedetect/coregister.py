@@ -55,7 +55,7 @@ from scipy import ndimage as ndi
 from .errors import ChangeDetectWarning, InputError, RegistrationError
 from .stack import Stack, apply_mapping, compose_mapping
 
-__all__ = ["Shift", "estimate_shift", "Registration", "register_scene", "coregister",
+__all__ = ["Shift", "estimate_shift", "Registration", "register_scene", "coregister", "save_registered",
            "MODELS"]
 
 log = logging.getLogger(__name__)
@@ -834,7 +834,9 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     kind = "translation" if method == "global" or reliable.sum() < 4 else "affine"
     rel = np.flatnonzero(reliable)
     cons = rel[_locally_consistent(q[rel], disp[rel], spacing)]
-    inl = cons[_ransac(q[cons], disp[cons], MODELS[kind], frame, 1.0, rng)]
+    inl = cons[_ransac(q[cons], disp[cons], MODELS[kind], frame, 1.0, rng)] if len(cons) else cons
+    if len(inl) < max(3, MODELS[kind] + 1):
+        return fail(f"only {len(inl)} of {n} tie points agree on a shift")
     active = np.zeros(n, bool)
     active[inl] = True
     theta = _fit_theta(q[active], disp[active], MODELS[kind], frame)
@@ -843,7 +845,9 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     fit = _refine(moving, win, frame, theta, active, reliable)
     for _ in range(3):
         res = np.hypot(fit.d[:, 0], fit.d[:, 1])
-        spread = 1.4826 * np.nanmedian(res[active]) if active.any() else 0.0
+        if not np.isfinite(res[active]).any():
+            break
+        spread = 1.4826 * np.nanmedian(res[active])
         bad = active & ~(res <= max(_DROP_MIN, _DROP_K * spread))
         if not bad.any() or active.sum() - bad.sum() < MODELS[kind]:
             break
@@ -851,6 +855,7 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         fit = _refine(moving, win, frame, fit.theta, active, reliable, gain=fit.gain)
 
     # 5. model choice on the refined tie points
+    active &= np.isfinite(fit.d[:, 0])
     if method == "local" and active.sum() >= 4:
         dx, dy = _displacement(fit.theta, frame, q[:, 0], q[:, 1])
         td = np.column_stack([dx, dy]) + fit.d
@@ -864,8 +869,10 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         if best != fit.kind:
             fit = _refine(moving, win, frame, _fit_theta(qa, da, MODELS[best], frame), active, reliable,
                           gain=fit.gain)
-    if not np.all(np.isfinite(fit.theta)) or not active.any():
+    measured = active & np.isfinite(fit.d[:, 0])
+    if not np.all(np.isfinite(fit.theta)) or measured.sum() < max(3, MODELS[fit.kind] + 1):
         return fail("the tie points do not agree on a model")
+    active = measured
 
     res = np.hypot(fit.d[active, 0], fit.d[active, 1])
     rmse = float(np.sqrt(np.nanmean(res ** 2))) if np.isfinite(res).any() else float("nan")
@@ -942,3 +949,86 @@ def coregister(stack: Stack, *, method: str = "local", on_failure: str = "raise"
         if progress is not None:
             progress(i + 1, len(stack), reg.scene)
     return stack.with_ref_to_scene([r.ref_to_scene for r in regs]), tuple(regs)
+
+
+def save_registered(stack: Stack, registrations, out_dir, *, block: int = 1024,
+                    progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Write every scene of a co-registered stack onto the reference grid as a GeoTIFF.
+
+    Each scene is warped through its ``ref_to_scene`` (GDAL, the stack's
+    resampling, cubic by default) block by block, so memory depends on
+    ``block``, not on the raster. Files are called ``<stem>_registered.tif``,
+    keep the scene's data type, carry its date (``TIFFTAG_DATETIME``) and its
+    registration record (tag ``CHANGEDETECT_REGISTRATION``), and are written
+    atomically.
+
+    Parameters
+    ----------
+    stack : Stack
+        As returned by :func:`coregister`.
+    registrations : sequence of Registration
+        As returned by :func:`coregister`, in stack order.
+    out_dir : path-like
+        Created if needed.
+    block : int
+        Block size in pixels.
+    progress : callable, optional
+        Called as ``progress(done, total, scene_name)`` after each scene.
+
+    Returns
+    -------
+    dict
+        File name -> path, in stack order.
+    """
+    import json
+    from pathlib import Path
+
+    import rasterio
+
+    from .errors import OutputError
+
+    regs = list(registrations)
+    if len(regs) != len(stack):
+        raise InputError(f"Need one registration per scene ({len(stack)}), got {len(regs)}.")
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create {out}: {exc.strerror}. Choose another --save-registered "
+                          "folder.") from None
+    written = {}
+    for i, (scene, reg) in enumerate(zip(stack.scenes, regs)):
+        dtype = np.dtype(scene.dtype)
+        nodata = scene.nodata if scene.nodata is not None else 0
+        record = {k: v for k, v in reg.to_dict().items() if k != "tiepoints"}
+        path = out / f"{Path(scene.name).stem}_registered.tif"
+        tmp = out / f".{path.name}.part"
+        profile = dict(driver="GTiff", width=stack.width, height=stack.height, count=stack.count,
+                       dtype=dtype.name, crs=stack.crs, transform=stack.transform, nodata=nodata,
+                       tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+        try:
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.update_tags(TIFFTAG_DATETIME=scene.date.strftime("%Y:%m:%d 00:00:00"),
+                                CHANGEDETECT_REGISTRATION=json.dumps(record))
+                if stack.band_names and len(stack.band_names) == stack.count:
+                    for b, name in enumerate(stack.band_names, start=1):
+                        dst.set_band_description(b, name)
+                for inner, _ in stack.windows(block=block):
+                    data, valid = stack.read(i, inner)
+                    if dtype.kind in "iu":
+                        info = np.iinfo(dtype)
+                        data = np.clip(np.rint(data), info.min, info.max)
+                    data = data.astype(dtype)
+                    data[:, ~valid] = nodata
+                    dst.write(data, window=inner)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"Cannot write {path}: {exc}. Check the free space and permissions.") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        written[path.name] = path
+        if progress is not None:
+            progress(i + 1, len(stack), scene.name)
+    return written

@@ -55,8 +55,9 @@ class Config:
         ``last``, an index, an ISO date or a file name. Changes are always
         measured against the first acquisition (the baseline).
     coregister : {"local", "global", "none"}
-        Co-registration model: tie-point grid with translation/affine model
-        (``local``), one translation, or georeferencing only.
+        Co-registration: a tie-point grid and the translation, affine or
+        second-order polynomial model it supports best (``local``, default),
+        one translation (``global``), or georeferencing only.
     on_registration_failure : {"raise", "keep"}
         Stop with an error, or keep such a scene on its georeferencing and flag it.
     min_magnitude : float
@@ -92,6 +93,10 @@ class Config:
         Output formats among ``gpkg``, ``geojson``, ``kml``.
     seed : int
         Seed of the random parts (RANSAC); results are deterministic.
+    save_registered : str, optional
+        Folder where every scene, co-registered onto the reference grid, is
+        written as ``<name>_registered.tif`` (only when ``out_dir`` is given;
+        relative to the working directory).
     """
 
     reference: str | int = "first"
@@ -108,6 +113,7 @@ class Config:
     block: int = 512
     formats: tuple[str, ...] = ("gpkg", "geojson")
     seed: int = 0
+    save_registered: str | None = None
 
     def __post_init__(self):
         choices = {"coregister": ("local", "global", "none"),
@@ -600,13 +606,14 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     }
     outputs: dict = {}
     if out_dir is not None:
-        outputs = _write_outputs(Path(out_dir), changes, run, config)
+        outputs = _write_outputs(Path(out_dir), changes, run, config, stack, regs, progress)
     timings["total"] = round(time.perf_counter() - t0, 3)
     return Result(changes=changes, registrations=regs, run=run, outputs=outputs)
 
 
-def _write_outputs(out_dir: Path, changes, run: dict, config: Config) -> dict:
+def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, regs, progress) -> dict:
     """Write everything to a staging folder, then move it into ``out_dir``."""
+    from .coregister import save_registered
     from .errors import OutputError
 
     try:
@@ -618,9 +625,26 @@ def _write_outputs(out_dir: Path, changes, run: dict, config: Config) -> dict:
     try:
         written = export(changes, staging, formats=config.formats)
         run["outputs"] = {p.name: sha256_file(p) for p in written.values()}
+        registered = {}
+        if config.save_registered:
+            def reg_progress(done, total, name):
+                if progress is not None:
+                    progress("registered", done, total)
+            registered = save_registered(stack, regs, staging / ".registered", block=max(config.block, 1024),
+                                         progress=reg_progress)
+            run["registered"] = {"folder": str(Path(config.save_registered).resolve()),
+                                 "files": {name: sha256_file(p) for name, p in registered.items()}}
         write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
         final = {}
+        if registered:
+            target = Path(config.save_registered)
+            target.mkdir(parents=True, exist_ok=True)
+            for name, p in registered.items():
+                os.replace(p, target / name)
+                final[name] = target / name
         for p in sorted(staging.iterdir()):
+            if p.name == ".registered":
+                continue
             os.replace(p, out_dir / p.name)
             final[p.name] = out_dir / p.name
         return final

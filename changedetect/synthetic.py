@@ -491,11 +491,12 @@ class _Layout:
 class _Renderer:
     """Fine ground grid in reference pixels with a margin, and resampling."""
 
-    def __init__(self, rng: np.random.Generator, layout: _Layout, size: int, gsd: float) -> None:
+    def __init__(self, rng: np.random.Generator, layout: _Layout, size: int, gsd: float,
+                 extra_margin: int = 0) -> None:
         from rasterio import features
 
         self.size, self.gsd, self.layout = size, gsd, layout
-        self.margin = 24 + int(math.ceil(0.006 * size))
+        self.margin = 24 + int(math.ceil(0.006 * size)) + int(extra_margin)
         n = size + 2 * self.margin
         self.fine_shape = (n * _FINE, n * _FINE)
         # metres (y down) -> fine pixel: fine = (m / gsd + margin) * F
@@ -643,7 +644,8 @@ def _wedge(rng, sc: _Scene, avoid: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _make_scenes(rng, size: int, gsd: float, dates: list[_dt.date]) -> list[_Scene]:
+def _make_scenes(rng, size: int, gsd: float, dates: list[_dt.date], max_shift: float = 6.0,
+                 max_rotation: float = 0.3) -> list[_Scene]:
     n = len(dates)
     cloudy = int(rng.integers(1, n - 1))
     wedge = int(rng.choice([i for i in range(1, n) if i != cloudy]))
@@ -665,8 +667,8 @@ def _make_scenes(rng, size: int, gsd: float, dates: list[_dt.date]) -> list[_Sce
         if k == 0:
             shift, rot = (0.0, 0.0), 0.0
         else:
-            shift = (float(rng.uniform(-6, 6)), float(rng.uniform(-6, 6)))
-            rot = float(rng.uniform(-0.3, 0.3))
+            shift = (float(rng.uniform(-max_shift, max_shift)), float(rng.uniform(-max_shift, max_shift)))
+            rot = float(rng.uniform(-max_rotation, max_rotation))
         if k == other:
             g2 = round(gsd * 1.2, 6)
             ox = float(rng.choice([-1, 1]) * rng.uniform(2.0, 4.0))
@@ -776,6 +778,8 @@ def make_site(
     n_new: int = 5,
     start_year: int = 2013,
     progress: Optional[Callable[[int, int, str], None]] = None,
+    max_shift: float = 6.0,
+    max_rotation: float = 0.3,
 ) -> Site:
     """Write a deterministic, hard synthetic site with ground truth.
 
@@ -799,6 +803,13 @@ def make_site(
         Year of the first acquisition.
     progress : callable, optional
         Called as ``progress(step, total, message)`` after each file is written.
+    max_shift : float, default 6.0
+        Misregistration shifts are drawn uniformly in ``[-max_shift, max_shift]``
+        pixels per axis (0-100).
+    max_rotation : float, default 0.3
+        Rotations are drawn uniformly in ``[-max_rotation, max_rotation]``
+        degrees (0-5). ``max_rotation=0`` gives translation-only scenes (one
+        scene still has another GSD and origin).
 
     Returns
     -------
@@ -811,6 +822,10 @@ def make_site(
         (a ``ValueError``) for invalid arguments.
     """
     _validate(seed, size, n_dates, gsd, n_new, start_year, progress)
+    for name, value, hi in (("max_shift", max_shift, 100.0), ("max_rotation", max_rotation, 5.0)):
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+                or not 0.0 <= float(value) <= hi):
+            raise InputError(f"{name} must be a number between 0 and {hi:g}, got {value!r}")
     size, n_dates, n_new, gsd = int(size), int(n_dates), int(n_new), float(gsd)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -825,8 +840,11 @@ def make_site(
             if attempt == 24:
                 raise
     assert layout is not None
-    scenes = _make_scenes(rng, size, gsd, dates)
-    renderer = _Renderer(rng, layout, size, gsd)
+    scenes = _make_scenes(rng, size, gsd, dates, float(max_shift), float(max_rotation))
+    # ground beyond the grid for larger misregistrations (none for the defaults)
+    extra = math.ceil(max(0.0, max_shift - 6.0)
+                      + max(0.0, math.radians(max_rotation - 0.3)) * size * 0.75)
+    renderer = _Renderer(rng, layout, size, gsd, extra)
     total = n_dates + 3
     step = 0
     images: list[Path] = []
@@ -951,9 +969,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--dates", type=int, default=8)
+    p.add_argument("--max-shift", type=float, default=6.0, help="largest misregistration shift, px")
+    p.add_argument("--max-rotation", type=float, default=0.3, help="largest rotation, degrees")
     a = p.parse_args(argv)
     try:
-        site = make_site(a.out_dir, seed=a.seed, size=a.size, n_dates=a.dates)
+        site = make_site(a.out_dir, seed=a.seed, size=a.size, n_dates=a.dates,
+                         max_shift=a.max_shift, max_rotation=a.max_rotation)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

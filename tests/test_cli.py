@@ -124,3 +124,32 @@ def test_unregistered_run_reports_unknown_residual(site, tmp_path):
     assert p.returncode == 0, p.stderr
     g = gpd.read_file(out / "changes.gpkg")
     assert len(g) > 0 and g["registration_rmse_px"].isna().all()
+
+
+def test_cli_saves_registered_scenes_with_their_hashes(site, tmp_path):
+    import hashlib
+    import json
+
+    import rasterio
+
+    out, reg_dir = tmp_path / "out", tmp_path / "registered"
+    p = run(*site.images, "--out", out, "--save-registered", reg_dir, "-q")
+    assert p.returncode == 0, p.stderr
+    run_json = json.loads((out / "run.json").read_text())
+    files = run_json["registered"]["files"]
+    assert sorted(files) == sorted(f"{Path(s).stem}_registered.tif" for s in site.images)
+    for name, digest in files.items():
+        assert hashlib.sha256((reg_dir / name).read_bytes()).hexdigest() == digest
+    # every registered scene lies on the reference grid, aligned with it
+    with rasterio.open(site.reference) as r:
+        ref, grid = r.read(3).astype(float), (r.transform, r.width, r.height)
+    for name in files:
+        with rasterio.open(reg_dir / name) as src:
+            assert (src.transform, src.width, src.height) == grid
+            img, ok = src.read(3).astype(float), src.read_masks(3) > 0
+        gy, gx = np.gradient(ref)
+        hy, hx = np.gradient(img)
+        m = ok & (np.hypot(gx, gy) > np.percentile(np.hypot(gx, gy), 90))
+        m[:16], m[-16:], m[:, :16], m[:, -16:] = False, False, False, False
+        assert np.corrcoef(gx[m], hx[m])[0, 1] > 0.6, name
+    assert not list(out.glob(".staging-*"))

@@ -9,7 +9,7 @@ from scipy import ndimage as ndi
 
 from changedetect.coregister import coregister, estimate_shift, register_scene
 from changedetect.errors import ChangeDetectWarning, RegistrationError
-from changedetect.stack import compose, open_stack
+from changedetect.stack import apply_mapping, compose, open_stack
 
 from conftest import T0, misregistration, render, residual_px, textured_world, write_scene
 
@@ -130,3 +130,146 @@ def test_textureless_scene_fails_clearly_or_is_flagged(tmp_path, world):
         reg = register_scene(stack, 1, on_failure="keep")
     assert reg.flagged and reg.model == "none"
     assert np.allclose(reg.ref_to_scene, stack.nominal_ref_to_scene(1))
+
+
+@pytest.mark.parametrize("method", ["global", "local"])
+@pytest.mark.parametrize("dtype,bands", [("uint16", 4), ("float32", 1), ("uint8", 3)])
+def test_translation_only_to_a_fiftieth_of_a_pixel(tmp_path, world, method, dtype, bands):
+    scale = 255 / 6000 if dtype == "uint8" else 1.0
+    ref = render(world, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (N, N)) * scale
+    true = misregistration(-3.37, 2.61, 0.0, N / 2)
+    rng = np.random.default_rng(5)
+    mov = render(world, true, (N, N)) * scale * 0.9 + 30 * scale + rng.normal(0, 8 * scale, (N, N))
+    write_scene(tmp_path / "a_2015-01-01.tif", np.repeat(ref[None], bands, 0), dtype=dtype)
+    write_scene(tmp_path / "b_2016-01-01.tif", np.repeat(mov[None], bands, 0), dtype=dtype)
+    stack = open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "b_2016-01-01.tif"])
+    reg = register_scene(stack, 1, method=method)
+    assert reg.model in ("translation", "affine")
+    assert residual_px(reg.ref_to_scene, true, N) < 0.02
+    assert abs(reg.shift_px[0] + 3.37) < 0.02 and abs(reg.shift_px[1] - 2.61) < 0.02
+
+
+def test_shift_of_fifty_pixels_is_found(tmp_path):
+    n = 400
+    big = textured_world(n + 120, seed=4)
+    ref = render(big, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (n, n), pad=160)
+    true = misregistration(55.4, -51.7, 0.1, n / 2)
+    write_scene(tmp_path / "a_2015-01-01.tif", ref)
+    write_scene(tmp_path / "b_2016-01-01.tif", render(big, true, (n, n), pad=160))
+    stack = open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "b_2016-01-01.tif"])
+    reg = register_scene(stack, 1)
+    assert residual_px(reg.ref_to_scene, true, n) < 0.05
+
+
+def test_second_order_distortion_is_modelled(tmp_path, world):
+    """Scene pixel p shows the reference at G(p), G quadratic (1.5 px at the edges)."""
+    ref = render(world, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (N, N))
+    c = N / 2
+    a = 1.5 / c ** 2
+
+    def g(x, y):
+        return x + 2.0 + a * (x - c) ** 2, y - 1.0 + a * (x - c) * (y - c)
+
+    rr, cc = np.mgrid[0:N, 0:N] + 0.5
+    qx, qy = g(cc, rr)
+    mov = ndi.map_coordinates(world, [qy - 0.5 + 100, qx - 0.5 + 100], order=3, mode="nearest")
+    write_scene(tmp_path / "a_2015-01-01.tif", ref)
+    write_scene(tmp_path / "b_2016-01-01.tif", mov)
+    stack = open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "b_2016-01-01.tif"])
+    reg = register_scene(stack, 1)
+    assert reg.model == "poly2" and reg.ref_to_scene.shape == (2, 6)
+    # where the model sends q, G must bring back to q
+    q = np.arange(16, N - 16, 16) + 0.5
+    x, y = np.meshgrid(q, q)
+    px, py = apply_mapping(reg.ref_to_scene, x, y)
+    bx, by = g(px, py)
+    assert np.sqrt(np.mean((bx - x) ** 2 + (by - y) ** 2)) < 0.05
+    # the affine-only fit is clearly worse: the polynomial is needed
+    affine = register_scene(stack, 1, method="global")
+    ax, ay = g(*apply_mapping(affine.ref_to_scene, x, y))
+    assert np.sqrt(np.mean((ax - x) ** 2 + (ay - y) ** 2)) > 0.3
+    # and the stack warps the scene through it (GDAL GCP polynomial)
+    b, vb = stack.with_ref_to_scene([stack.ref_to_scene[0], reg.ref_to_scene]).read(1)
+    inner = np.zeros((N, N), bool)
+    inner[24:-24, 24:-24] = True
+    assert np.corrcoef(ref[inner & vb], b[0][inner & vb])[0, 1] > 0.99
+
+
+def test_polynomial_warp_with_no_quadratic_terms_equals_the_affine_warp(tmp_path, world):
+    write_scene(tmp_path / "a_2015-01-01.tif", render(world, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (N, N)))
+    write_scene(tmp_path / "b_2016-01-01.tif", render(world, misregistration(1.3, -2.2, 0.2, N / 2), (N, N)))
+    stack = open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "b_2016-01-01.tif"])
+    m = misregistration(1.3, -2.2, 0.2, N / 2)
+    m6 = np.hstack([m, np.zeros((2, 3))])
+    m6[0, 3] = 1e-12                      # forces the polynomial path
+    a, va = stack.read(1, ref_to_scene=m)
+    b, vb = stack.read(1, ref_to_scene=m6)
+    both = va & vb
+    assert both.mean() > 0.9
+    assert np.abs(a[0][both] - b[0][both]).mean() < 0.01 * np.abs(a[0][both]).mean()
+
+
+def test_unrelated_texture_is_never_a_confident_shift(tmp_path, world):
+    ref = render(world, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (N, N))
+    other = render(textured_world(N, seed=99), np.array([[1.0, 0, 0], [0, 1.0, 0]]), (N, N))
+    write_scene(tmp_path / "a_2015-01-01.tif", ref)
+    write_scene(tmp_path / "other_2016-01-01.tif", other)
+    stack = open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "other_2016-01-01.tif"])
+    with pytest.raises(RegistrationError, match="other_2016-01-01.tif"):
+        register_scene(stack, 1)
+
+
+def test_nodata_half_is_ignored_and_its_tie_points_rejected(tmp_path, world):
+    ref = render(world, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (N, N))
+    true = misregistration(2.7, -1.9, 0.15, N / 2)
+    mov = render(world, true, (N, N))
+    mov[:, : N // 2] = 0                          # nodata (0) over the left half of the scene
+    write_scene(tmp_path / "a_2015-01-01.tif", ref)
+    write_scene(tmp_path / "b_2016-01-01.tif", mov)
+    stack = open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "b_2016-01-01.tif"])
+    reg = register_scene(stack, 1)
+    assert reg.n_inliers <= reg.n_tiepoints * 0.6
+    inl = reg.tiepoints[:, 5] > 0
+    assert (reg.tiepoints[inl, 0] > N / 2 - 40).all()    # only tie points on the valid half are used
+    assert residual_px(reg.ref_to_scene, true, N) < 0.1
+
+
+def test_registration_record_lists_tie_points(tmp_path, world):
+    write_scene(tmp_path / "a_2015-01-01.tif", render(world, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (N, N)))
+    write_scene(tmp_path / "b_2016-01-01.tif", render(world, misregistration(1.0, 1.0, 0.0, N / 2), (N, N)))
+    stack = open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "b_2016-01-01.tif"])
+    rec = register_scene(stack, 1).to_dict()
+    rows = rec["tiepoints"]["rows"]
+    assert len(rows) == rec["n_tiepoints"] == rec["n_inliers"] + rec["n_rejected"]
+    assert rec["tiepoints"]["columns"] == ["col", "row", "dx", "dy", "se", "inlier"]
+    assert sum(r[5] for r in rows) == rec["n_inliers"]
+    assert abs(rec["shift_m"][0] - 0.5) < 0.02       # 1 px east at 0.5 m
+
+
+def test_save_registered_writes_scenes_on_the_reference_grid(tmp_path, world):
+    import rasterio
+
+    from changedetect.coregister import save_registered
+
+    ref = render(world, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (N, N))
+    t_other = Affine(0.6, 0, T0.c - 3.1, 0, -0.6, T0.f + 2.2)
+    nominal = np.array([[0.5 / 0.6, 0, 3.1 / 0.6], [0, 0.5 / 0.6, 2.2 / 0.6]])
+    true = compose(nominal, misregistration(4.0, -3.0, 0.2, N / 2))
+    shape = (int(N * 0.5 / 0.6), int(N * 0.5 / 0.6))
+    write_scene(tmp_path / "a_2015-01-01.tif", np.repeat(ref[None], 3, 0))
+    write_scene(tmp_path / "b_2016-01-01.tif", np.repeat(render(world, true, shape)[None], 3, 0),
+                transform=t_other)
+    stack, regs = coregister(open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "b_2016-01-01.tif"]))
+    files = save_registered(stack, regs, tmp_path / "reg", block=128)
+    assert sorted(files) == ["a_2015-01-01_registered.tif", "b_2016-01-01_registered.tif"]
+    with rasterio.open(files["b_2016-01-01_registered.tif"]) as src:
+        assert (src.width, src.height, src.count, src.dtypes[0]) == (N, N, 3, "uint16")
+        assert src.transform == T0
+        assert src.tags()["TIFFTAG_DATETIME"].startswith("2016:01:01")
+        assert "affine" in src.tags()["CHANGEDETECT_REGISTRATION"]
+        b = src.read(1).astype(float)
+        valid = src.read_masks(1) > 0
+    inner = valid.copy()
+    inner[:20], inner[-20:], inner[:, :20], inner[:, -20:] = False, False, False, False
+    assert np.corrcoef(ref[inner], b[inner])[0, 1] > 0.99
+    assert not list((tmp_path / "reg").glob(".*"))      # no partial files left

@@ -364,3 +364,13 @@ def test_bundled_sample_regenerates_identically(tmp_path):
             == json.loads(fresh.truth_path.read_text()))
     assert (json.loads((bundled / "misregistration.json").read_text())
             == json.loads(fresh.misregistration_path.read_text()))
+
+
+def test_misregistration_range_is_configurable(tmp_path):
+    site = make_site(tmp_path / "hard", seed=4, size=160, n_dates=7, max_shift=20.0, max_rotation=0.0)
+    scenes = json.loads(site.misregistration_path.read_text())["scenes"]
+    shifts = np.array([s["shift_px"] for s in scenes.values()])
+    assert np.abs(shifts).max() <= 20.0 and np.abs(shifts).max() > 6.0
+    assert all(s["rotation_deg"] == 0.0 for s in scenes.values())
+    with pytest.raises(ValueError, match="max_shift"):
+        make_site(tmp_path / "bad", seed=0, size=128, max_shift=-1)
