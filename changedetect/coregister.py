@@ -41,6 +41,7 @@ multi-sensor satellite data. Remote Sensing, 9(7), 676.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -120,6 +121,19 @@ def _bandpass(img: np.ndarray, valid: np.ndarray, scale: float = 1.0) -> tuple[n
     if valid.all():
         return (ndi.gaussian_filter(img, s1, truncate=3.0)
                 - ndi.gaussian_filter(img, s2, truncate=3.0)), valid
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    if not len(rows):
+        return np.zeros_like(img), valid
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if valid[r0:r1, c0:c1].all() and r1 - r0 > 8 and c1 - c0 > 8:
+        # valid pixels form a rectangle (a box reaching past the image edge): filter just that
+        rep = np.zeros_like(img)
+        rep[r0:r1, c0:c1], _ = _bandpass(img[r0:r1, c0:c1], valid[r0:r1, c0:c1], scale)
+        e = max(1, int(round(2 * s1)))
+        ok = np.zeros_like(valid)
+        ok[r0 + e:r1 - e, c0 + e:c1 - e] = True
+        rep[~ok] = 0
+        return rep, ok
     v = valid.astype(np.float32)
     iv = np.where(valid, img, 0).astype(np.float32)
 
@@ -150,12 +164,13 @@ def _refine_peaks(cross: np.ndarray, shift: np.ndarray, upsample: int) -> np.nda
     n, h, w = cross.shape
     region = int(math.ceil(1.5 * upsample)) | 1
     centre = region // 2
-    ar = np.arange(region, dtype=np.float64)
-    # rows: kr[k, i, r] = exp(+2j pi (i - centre + s_k*up) / up * f_r)
+    ar = (np.arange(region, dtype=np.float64) - centre) / upsample
+
+    # kr[k, i, r] = exp(2j pi (ar_i + s_k) f_r) = exp(2j pi ar_i f_r) exp(2j pi s_k f_r)
     def kern(size, s):
         f = np.fft.fftfreq(size)                                # cycles per pixel
-        off = (ar[None, :] - centre) / upsample + s[:, None]    # (n, region) pixel offsets
-        return np.exp(2j * np.pi * off[:, :, None] * f[None, None, :]).astype(np.complex64)
+        base = np.exp(2j * np.pi * ar[:, None] * f[None, :]).astype(np.complex64)
+        return base[None] * np.exp(2j * np.pi * s[:, None] * f[None, :]).astype(np.complex64)[:, None, :]
     kr = kern(h, shift[:, 0])                                  # (n, region, h)
     kc = kern(w, shift[:, 1])                                  # (n, region, w)
     up = np.abs(np.matmul(np.matmul(kr, cross.astype(np.complex64)), kc.transpose(0, 2, 1)))
@@ -176,6 +191,12 @@ def _refine_peaks(cross: np.ndarray, shift: np.ndarray, upsample: int) -> np.nda
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _lowpass(h: int, w: int) -> np.ndarray:
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    return np.exp(-2 * (np.pi * _PEAK_SIGMA) ** 2 * (fy * fy + fx * fx)).astype(np.float32)
+
+
 def _phase_correlate(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarray,
                      upsample: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batched phase correlation of band-passed windows ``(n, h, w)``.
@@ -190,9 +211,11 @@ def _phase_correlate(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarra
     # One soft-edged window for both (different windows would bias the shift); the weighted
     # mean is removed so that the window itself does not correlate with itself.
     weight = both.astype(np.float32)
-    if not both.all():
-        weight = ndi.gaussian_filter(ndi.binary_erosion(both, _IN_PLANE, iterations=2).astype(np.float32),
-                                     (0, 2.0, 2.0), truncate=2.5) * both
+    holes = np.flatnonzero(~both.reshape(n, -1).all(axis=1))
+    if len(holes):
+        sub = both[holes]
+        weight[holes] = ndi.gaussian_filter(ndi.binary_erosion(sub, _IN_PLANE, iterations=2).astype(np.float32),
+                                            (0, 2.0, 2.0), truncate=2.5) * sub
     weight = weight * _taper((h, w))
     total = np.maximum(weight.sum(axis=(1, 2), keepdims=True), 1e-9)
     a = (a - (a * weight).sum(axis=(1, 2), keepdims=True) / total) * weight
@@ -202,9 +225,7 @@ def _phase_correlate(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarra
     cross = fa * fb.conj()
     # whiten, then weight by a Gaussian low-pass: high frequencies carry little signal in
     # blurred imagery, and whitened noise there locks the peak to whole pixels
-    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
-    cross *= (np.exp(-2 * (np.pi * _PEAK_SIGMA) ** 2 * (fy * fy + fx * fx))
-              / np.maximum(np.abs(cross), 1e-12))
+    cross *= _lowpass(h, w) / np.maximum(np.abs(cross), 1e-12)
     corr = sfft.ifft2(cross, workers=_WORKERS).real.reshape(n, -1)
     idx = corr.argmax(axis=1)
     peak = corr[np.arange(n), idx]
@@ -385,11 +406,16 @@ def _reference_windows(stack: Stack, starts, shape) -> _Windows:
     rep = np.zeros((n, h, w), np.float32)
     valid = np.zeros((n, h, w), bool)
     with rasterio.open(scene.path) as src:
-        for k, (r, c) in enumerate(starts):
-            img, ok = _read_box(src, (c - _MARGIN, r - _MARGIN, c + w + _MARGIN, r + h + _MARGIN), src.nodata)
+        for r in sorted({r for r, _ in starts}):        # one read and one filter per row of windows
+            ks = [k for k, (rr, _) in enumerate(starts) if rr == r]
+            c0 = min(starts[k][1] for k in ks) - _MARGIN
+            c1 = max(starts[k][1] for k in ks) + w + _MARGIN
+            img, ok = _read_box(src, (c0, r - _MARGIN, c1, r + h + _MARGIN), src.nodata)
             rr, vv = _bandpass(img, ok)
-            rep[k] = rr[_MARGIN:_MARGIN + h, _MARGIN:_MARGIN + w]
-            valid[k] = vv[_MARGIN:_MARGIN + h, _MARGIN:_MARGIN + w]
+            for k in ks:
+                j = starts[k][1] - c0
+                rep[k] = rr[_MARGIN:_MARGIN + h, j:j + w]
+                valid[k] = vv[_MARGIN:_MARGIN + h, j:j + w]
     jj, ii = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     x = np.stack([jj + c for _, c in starts])
     y = np.stack([ii + r for r, _ in starts])
@@ -425,34 +451,46 @@ class _Scene:
         self.patches: list[_Patch | None] = [None] * len(windows.starts)
         self.boxes: list[tuple | None] = [None] * len(windows.starts)
 
-    def _box(self, mapping: np.ndarray, k: int, pad: float) -> tuple[int, int, int, int]:
-        r, c = self.win.starts[k]
+    def _boxes(self, mapping: np.ndarray, which, pad: float) -> np.ndarray:
+        """(len(which), 4) boxes c0, r0, c1, r1 of scene pixels needed by windows ``which``."""
         h, w = self.win.shape
-        xs = np.array([c - pad, c + w / 2, c + w + pad])
-        ys = np.array([r - pad, r + h / 2, r + h + pad])
-        gx, gy = np.meshgrid(xs, ys)
-        sx, sy = apply_mapping(mapping, gx.ravel(), gy.ravel())
+        st = np.array([self.win.starts[k] for k in which], dtype=np.float64).reshape(-1, 2)
+        fx = np.array([-pad, w / 2, w + pad])
+        fy = np.array([-pad, h / 2, h + pad])
+        gx = (st[:, 1, None, None] + fx[None, None, :]).repeat(3, axis=1)   # (n, 3, 3)
+        gy = (st[:, 0, None, None] + fy[None, :, None]).repeat(3, axis=2)
+        sx, sy = apply_mapping(mapping, gx.reshape(len(st), -1), gy.reshape(len(st), -1))
         extra = 4 + math.ceil(3 * _S2 * self.scale)
-        return (int(math.floor(sx.min())) - extra, int(math.floor(sy.min())) - extra,
-                int(math.ceil(sx.max())) + extra, int(math.ceil(sy.max())) + extra)
+        return np.column_stack([np.floor(sx.min(axis=1)) - extra, np.floor(sy.min(axis=1)) - extra,
+                                np.ceil(sx.max(axis=1)) + extra, np.ceil(sy.max(axis=1)) + extra]).astype(int)
 
     def load(self, mapping: np.ndarray, which=None) -> None:
         """Read (again) the windows whose scene pixels are not all in memory under ``mapping``."""
         import rasterio
 
-        which = range(len(self.patches)) if which is None else which
+        which = list(range(len(self.patches)) if which is None else which)
+        need = self._boxes(mapping, which, _MARGIN)
+        missing = []
+        for k, nb in zip(which, need):
+            have = self.boxes[k]
+            if not (have is not None and nb[0] >= have[0] and nb[1] >= have[1]
+                    and nb[2] <= have[2] and nb[3] <= have[3]):
+                missing.append(k)
+        if not missing:
+            return
         with rasterio.open(self.path) as src:
-            for k in which:
-                need = self._box(mapping, k, _MARGIN)
-                have = self.boxes[k]
-                if have is not None and (need[0] >= have[0] and need[1] >= have[1]
-                                         and need[2] <= have[2] and need[3] <= have[3]):
-                    continue
-                box = self._box(mapping, k, _MARGIN + _SLACK)
+            # one read, filter and spline fit per row of windows; the windows share it
+            for r in sorted({self.win.starts[k][0] for k in missing}):
+                ks = [k for k in missing if self.win.starts[k][0] == r]
+                boxes = self._boxes(mapping, ks, _MARGIN + _SLACK)
+                box = (int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()),
+                       int(boxes[:, 3].max()))
                 img, ok = _read_box(src, box, src.nodata)
                 rep, ok = _bandpass(img, ok, self.scale)
-                self.patches[k] = _make_patch(rep, ok, box[0], box[1])
-                self.boxes[k] = box
+                patch = _make_patch(rep, ok, box[0], box[1])
+                for k, b in zip(ks, boxes):
+                    self.patches[k] = patch
+                    self.boxes[k] = tuple(int(v) for v in b)
 
     def warp(self, mapping: np.ndarray, which, order: int = 3,
              stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -545,7 +583,7 @@ def _refine(scene: _Scene, win: _Windows, frame: _Frame, theta: np.ndarray, acti
             W2, WV2 = scene.warp(compose_mapping(scene.nominal, probe), idx, order=3)
             d2, _, _ = _phase_correlate(win.rep[idx], W2, win.valid[idx], WV2, upsample)
             sel = act & ok
-            gain = np.clip(np.median((dd[sel] - d2[sel]) / _PROBE, axis=0), 0.25, 1.25)
+            gain = np.clip(np.median((dd[sel] - d2[sel]) / _PROBE, axis=0), 0.5, 1.25)
         dd = dd / gain
         d[idx] = np.where(ok[:, None], dd, np.nan)
         z[idx] = zz
@@ -556,8 +594,11 @@ def _refine(scene: _Scene, win: _Windows, frame: _Frame, theta: np.ndarray, acti
         new = _fit_theta(q[use], np.column_stack([mx, my])[use] + dd[use], k, frame)
         nx, ny = _displacement(new, frame, q[:, 0], q[:, 1])
         move = float(np.max(np.hypot(nx - mx, ny - my)))
+        if move > 1.5 * last:             # diverging: the gain was too low; damp and retry
+            gain = np.minimum(1.25, gain * 1.5)
+            continue
         theta = new
-        if move < tol or (it > 2 and move > 0.7 * last):   # converged, or down to measurement noise
+        if move < tol or (it > 2 and 0.7 * last < move < 0.03):   # converged, or down to the noise
             converged = True
             break
         last = move
@@ -741,7 +782,7 @@ class Registration:
 
 
 def register_scene(stack: Stack, i: int, *, method: str = "local", window: int = 64,
-                   max_points: int = 144, upsample: int = 20, on_failure: str = "raise",
+                   max_points: int = 100, upsample: int = 20, on_failure: str = "raise",
                    seed: int = 0, _windows: _Windows | None = None) -> Registration:
     """Register scene ``i`` of ``stack`` to the stack's reference.
 
@@ -828,7 +869,8 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         return fail("no tie point could be matched")
     q = win.centres
     disp = dd + theta[:, 0]
-    spacing = float(np.min([np.hypot(*(q[j] - q[k])) for j in range(n) for k in range(j)] or [size]))
+    dist = np.hypot(q[:, None, 0] - q[None, :, 0], q[:, None, 1] - q[None, :, 1])
+    spacing = float(dist[np.triu_indices(n, 1)].min()) if n > 1 else float(size)
 
     # 3. outliers: local consistency, then RANSAC on the model
     kind = "translation" if method == "global" or reliable.sum() < 4 else "affine"
@@ -841,24 +883,26 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     active[inl] = True
     theta = _fit_theta(q[active], disp[active], MODELS[kind], frame)
 
-    # 4. dense refinement, dropping windows whose residual shift disagrees
+    # 4. refinement to a zero residual; then windows whose residual disagrees leave the model
     fit = _refine(moving, win, frame, theta, active, reliable)
+    dx, dy = _displacement(fit.theta, frame, q[:, 0], q[:, 1])
+    td = np.column_stack([dx, dy]) + fit.d            # refined tie points (model + residual)
+    before = active.copy()
+    active &= np.isfinite(fit.d[:, 0])
     for _ in range(3):
-        res = np.hypot(fit.d[:, 0], fit.d[:, 1])
-        if not np.isfinite(res[active]).any():
+        if active.sum() <= MODELS[kind]:
             break
-        spread = 1.4826 * np.nanmedian(res[active])
+        th = _fit_theta(q[active], td[active], MODELS[kind], frame)
+        res = np.hypot(*(np.column_stack(_displacement(th, frame, q[:, 0], q[:, 1])) - td).T)
+        spread = 1.4826 * np.median(res[active])
         bad = active & ~(res <= max(_DROP_MIN, _DROP_K * spread))
-        if not bad.any() or active.sum() - bad.sum() < MODELS[kind]:
+        if not bad.any() or active.sum() - bad.sum() <= MODELS[kind]:
             break
         active &= ~bad
-        fit = _refine(moving, win, frame, fit.theta, active, reliable, gain=fit.gain)
 
-    # 5. model choice on the refined tie points
-    active &= np.isfinite(fit.d[:, 0])
+    # 5. model choice on the refined tie points, and a last refinement if anything changed
+    best = fit.kind
     if method == "local" and active.sum() >= 4:
-        dx, dy = _displacement(fit.theta, frame, q[:, 0], q[:, 1])
-        td = np.column_stack([dx, dy]) + fit.d
         qa, da = q[active], td[active]
         options = ["translation", "affine"] + (["poly2"] if active.sum() >= 9 else [])
         scores = {m: _bic(qa, da, MODELS[m], frame) for m in options}
@@ -866,9 +910,15 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         rms_a, rms_p = _rms_fit(qa, da, 3, frame), _rms_fit(qa, da, 6, frame)
         if best == "poly2" and (rms_a - rms_p < _POLY_GAIN or rms_p > 0.75 * rms_a):
             best = min(("translation", "affine"), key=scores.get)
-        if best != fit.kind:
-            fit = _refine(moving, win, frame, _fit_theta(qa, da, MODELS[best], frame), active, reliable,
-                          gain=fit.gain)
+    if (best != fit.kind or (active != before).any()) and active.sum() > MODELS[best]:
+        theta = _fit_theta(q[active], td[active], MODELS[best], frame)
+        nx, ny = _displacement(theta, frame, q[:, 0], q[:, 1])
+        if np.nanmax(np.hypot(nx - dx, ny - dy)[reliable]) < 0.01:
+            # the model hardly moved: the residuals are re-read from the tie points, no new round
+            fit = _Fit(theta, td - np.column_stack([nx, ny]), fit.se, fit.sigma, fit.iterations,
+                       fit.converged, fit.gain)
+        else:
+            fit = _refine(moving, win, frame, theta, active, reliable, gain=fit.gain)
     measured = active & np.isfinite(fit.d[:, 0])
     if not np.all(np.isfinite(fit.theta)) or measured.sum() < max(3, MODELS[fit.kind] + 1):
         return fail("the tie points do not agree on a model")
@@ -908,7 +958,7 @@ def _make(stack: Stack, name: str, model: str, ref_to_scene, correction, rmse, n
 
 def coregister(stack: Stack, *, method: str = "local", on_failure: str = "raise",
                progress: Callable[[int, int, str], None] | None = None,
-               window: int = 64, max_points: int = 144,
+               window: int = 64, max_points: int = 100,
                **kwargs) -> tuple[Stack, tuple[Registration, ...]]:
     """Register every scene of ``stack`` to its reference.
 
