@@ -296,6 +296,21 @@ def _fit_theta(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame) -> np.ndarra
     return sol.T
 
 
+def _robust_theta(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame, passes: int = 4) -> np.ndarray:
+    """Displacement model fitted with Huber weights: windows that disagree count less."""
+    theta = _fit_theta(q, d, k, frame)
+    if len(q) <= 2 * k:
+        return theta
+    phi = np.column_stack(_basis(*frame.norm(q[:, 0], q[:, 1]), k))
+    for _ in range(passes):
+        r = np.hypot(*(phi @ theta.T - d).T)
+        scale = max(1.4826 * float(np.median(r)), 0.005)
+        w = np.sqrt(np.minimum(1.0, 1.5 * scale / np.maximum(r, 1e-12)))
+        sol, *_ = np.linalg.lstsq(phi * w[:, None], d * w[:, None], rcond=None)
+        theta = sol.T
+    return theta
+
+
 def _ransac(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame, threshold: float,
             rng: np.random.Generator, trials: int = 200) -> np.ndarray:
     """Inlier mask of the largest consensus set (ties broken by the smaller truncated error)."""
@@ -591,7 +606,7 @@ def _refine(scene: _Scene, win: _Windows, frame: _Frame, theta: np.ndarray, acti
         if use.sum() < k:
             break
         mx, my = _displacement(theta, frame, q[:, 0], q[:, 1])
-        new = _fit_theta(q[use], np.column_stack([mx, my])[use] + dd[use], k, frame)
+        new = _robust_theta(q[use], np.column_stack([mx, my])[use] + dd[use], k, frame)
         nx, ny = _displacement(new, frame, q[:, 0], q[:, 1])
         move = float(np.max(np.hypot(nx - mx, ny - my)))
         if move > 1.5 * last:             # diverging: the gain was too low; damp and retry

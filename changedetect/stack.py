@@ -2,11 +2,12 @@
 
 A :class:`Stack` does not hold pixels. It knows every scene's file, date and
 georeferencing, the reference grid (the reference scene's CRS, transform and
-shape) and, per scene, the 2x3 affine ``ref_to_scene`` that maps reference-grid
-pixel coordinates (col, row) to the scene's own pixel coordinates. Reading a
-window warps the scene onto that window of the reference grid through
-``ref_to_scene`` with GDAL (a ``WarpedVRT``), so memory depends on the window,
-not on the raster.
+shape) and, per scene, the mapping ``ref_to_scene`` from reference-grid pixel
+coordinates (col, row) to the scene's own pixel coordinates: a 2x3 affine, or a
+2x6 second-order polynomial (:func:`apply_mapping`). Reading a window warps only
+the scene pixels under it onto that window of the reference grid with GDAL
+(``rasterio.warp.reproject``; GCP polynomial for a polynomial mapping), so
+memory depends on the window, not on the raster.
 """
 
 from __future__ import annotations
@@ -123,9 +124,9 @@ class Stack:
     count : int
         Number of bands (the same for every scene).
     ref_to_scene : tuple of ndarray
-        Per scene, the (2, 3) affine from reference-grid pixel coordinates
-        (col, row) to the scene's pixel coordinates (rasterio's continuous
-        convention: pixel (0, 0) spans [0, 1) x [0, 1)).
+        Per scene, the (2, 3) affine (or (2, 6) polynomial) from reference-grid
+        pixel coordinates (col, row) to the scene's pixel coordinates
+        (rasterio's continuous convention: pixel (0, 0) spans [0, 1) x [0, 1)).
     resampling : str
         GDAL resampling used when warping scenes onto the grid.
     """

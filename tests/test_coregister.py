@@ -277,3 +277,26 @@ def test_save_registered_writes_scenes_on_the_reference_grid(tmp_path, world):
     both = inner & iv
     assert np.abs(b[both] - ideal[0][both]).mean() < 0.03 * ideal[0][both].std()
     assert not list((tmp_path / "reg").glob(".*"))      # no partial files left
+
+
+def test_scene_in_another_crs_is_registered(tmp_path, world):
+    """A misregistered scene delivered in geographic coordinates (EPSG:4326)."""
+    from rasterio.enums import Resampling
+    from rasterio.warp import calculate_default_transform, reproject
+
+    ref = render(world, np.array([[1.0, 0, 0], [0, 1.0, 0]]), (N, N)).astype("float32")
+    mis = misregistration(3.3, -2.4, 0.15, N / 2)
+    mov = render(world, mis, (N, N)).astype("float32")
+    bounds = (T0.c, T0.f - 0.5 * N, T0.c + 0.5 * N, T0.f)
+    t, w, h = calculate_default_transform("EPSG:32637", "EPSG:4326", N, N, *bounds)
+    geo = np.zeros((h, w), "float32")
+    reproject(mov, geo, src_transform=T0, src_crs="EPSG:32637", dst_transform=t, dst_crs="EPSG:4326",
+              resampling=Resampling.cubic, dst_nodata=0)
+    write_scene(tmp_path / "a_2015-01-01.tif", ref, dtype="float32")
+    write_scene(tmp_path / "b_2016-01-01.tif", geo, transform=t, crs="EPSG:4326", dtype="float32")
+    stack = open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "b_2016-01-01.tif"])
+    reg = register_scene(stack, 1)
+    # truth: reference pixel -> misregistered UTM pixel -> geographic scene pixel
+    true = compose(stack.nominal_ref_to_scene(1), mis)
+    assert residual_px(reg.ref_to_scene, true, N) < 0.1
+    assert abs(reg.shift_m[0] - 3.3 * 0.5) < 0.1 and abs(reg.shift_m[1] - 2.4 * 0.5) < 0.1  # north-up
