@@ -543,7 +543,7 @@ def _sample(stride: int):
 class _Fit:
     theta: np.ndarray        # (2, k) displacement model in normalised coordinates
     d: np.ndarray            # (n, 2) residual shift of each window about the model (NaN: not measured)
-    se: np.ndarray           # (n,) standard error of d (px)
+    z: np.ndarray            # (n,) peak significance of each window's last phase correlation
     sigma: float             # robust residual scale of the band-passed pixels
     iterations: int
     converged: bool
@@ -621,8 +621,7 @@ def _refine(scene: _Scene, win: _Windows, frame: _Frame, theta: np.ndarray, acti
     nx, ny = _displacement(theta, frame, q[:, 0], q[:, 1])
     d[idx, 0] += mx - nx
     d[idx, 1] += my - ny
-    se = np.where(z > 0, 1.0 / np.maximum(z, 1e-9), np.nan)
-    return _Fit(theta, d, se, float("nan"), it, converged, gain)
+    return _Fit(theta, d, np.where(z > 0, z, np.nan), float("nan"), it, converged, gain)
 
 
 # --------------------------------------------------------------------------- public API
@@ -748,9 +747,11 @@ class Registration:
         True when the scene could not be registered and was kept on its
         georeferencing alone.
     tiepoints : ndarray
-        (n, 6): reference col, row of the window centre, residual shift dx, dy
-        about the model (px, NaN if not measured), its standard error (px) and
-        1.0 for an inlier, 0.0 for a rejected tie point.
+        (n, 6): reference col, row of the window centre; residual shift dx, dy
+        about the model (px, NaN if not measured); the tie point's reliability
+        ``z``, the height of its phase-correlation peak in noise standard
+        deviations (about 4.5 for unrelated images, below 7 is not used); 1.0
+        for an inlier, 0.0 for a rejected tie point.
     """
 
     scene: str
@@ -791,7 +792,7 @@ class Registration:
             "n_rejected": self.n_rejected,
             "reliability": r(self.reliability, 3),
             "flagged": self.flagged,
-            "tiepoints": {"columns": ["col", "row", "dx", "dy", "se", "inlier"],
+            "tiepoints": {"columns": ["col", "row", "dx", "dy", "z", "inlier"],
                           "rows": [[r(v, 4) for v in row[:5]] + [bool(row[5])] for row in self.tiepoints]},
         }
 
@@ -930,7 +931,7 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         nx, ny = _displacement(theta, frame, q[:, 0], q[:, 1])
         if np.nanmax(np.hypot(nx - dx, ny - dy)[reliable]) < 0.01:
             # the model hardly moved: the residuals are re-read from the tie points, no new round
-            fit = _Fit(theta, td - np.column_stack([nx, ny]), fit.se, fit.sigma, fit.iterations,
+            fit = _Fit(theta, td - np.column_stack([nx, ny]), fit.z, fit.sigma, fit.iterations,
                        fit.converged, fit.gain)
         else:
             fit = _refine(moving, win, frame, theta, active, reliable, gain=fit.gain)
@@ -943,7 +944,7 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     rmse = float(np.sqrt(np.nanmean(res ** 2))) if np.isfinite(res).any() else float("nan")
     reliability = (active.sum() / n) / (1.0 + (rmse / 0.5) ** 2 if math.isfinite(rmse) else 2.0)
     correction = _theta_to_matrix(fit.theta, frame)
-    tp = np.column_stack([q, fit.d, fit.se, active.astype(float)])
+    tp = np.column_stack([q, fit.d, fit.z, active.astype(float)])
     log.debug("%s: %s after %d iterations (converged: %s), %d/%d tie points, rmse %.4f px",
               scene.name, fit.kind, fit.iterations, fit.converged, active.sum(), n, rmse)
     return _make(stack, scene.name, fit.kind, compose_mapping(nominal, correction), correction, rmse,

@@ -241,7 +241,8 @@ def test_registration_record_lists_tie_points(tmp_path, world):
     rec = register_scene(stack, 1).to_dict()
     rows = rec["tiepoints"]["rows"]
     assert len(rows) == rec["n_tiepoints"] == rec["n_inliers"] + rec["n_rejected"]
-    assert rec["tiepoints"]["columns"] == ["col", "row", "dx", "dy", "se", "inlier"]
+    assert rec["tiepoints"]["columns"] == ["col", "row", "dx", "dy", "z", "inlier"]
+    assert all(r[4] is None or r[4] >= 7 for r in rows if r[5])       # inliers are reliable
     assert sum(r[5] for r in rows) == rec["n_inliers"]
     assert abs(rec["shift_m"][0] - 0.5) < 0.02       # 1 px east at 0.5 m
 
