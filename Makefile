@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/coregistration.py
 
 # regenerate the bundled sample site (deterministic)
 sample: $(STAMP)
