@@ -1,4 +1,4 @@
-"""Co-registration to a fraction of a pixel: coarse shift, tie points, dense refinement.
+"""Co-registration to a fraction of a pixel: coarse shift, tie points, iterated refinement.
 
 Each scene is registered to the reference in the reference grid's pixel space,
 as a correction ``C`` applied before the scene's nominal georeferencing ``N``
@@ -6,22 +6,25 @@ as a correction ``C`` applied before the scene's nominal georeferencing ``N``
 
 1. **Coarse**: phase correlation of decimated, band-passed images finds shifts
    of tens of pixels (up to a quarter of the image).
-2. **Tie points**: a grid of windows; per window, phase correlation (whitened
-   cross-power spectrum, upsampled DFT around the peak) on a band-passed
-   band mean (a difference of Gaussians, blind to gain, offset and haze). Each
-   tie point has a reliability (peak significance, valid share, texture).
+2. **Tie points**: a grid of windows (100 of 64 px by default); per window,
+   phase correlation on a band-passed band mean (a difference of Gaussians,
+   blind to gain, offset and haze), whitened and weighted by a Gaussian
+   low-pass. Each tie point has a reliability: its peak height in noise
+   standard deviations, its share of valid pixels.
 3. **Outliers**: local consistency (a tie point must agree with the median of
-   its neighbours) then RANSAC on the model.
-4. **Dense refinement**: Gauss-Newton on every valid pixel of the inlier
-   windows at once, for the parameters of the model (translation, affine or
-   second-order polynomial), with the efficient second-order (ESM) gradient,
-   Tukey weights (changed areas, clouds and moving shadows do not pull) and
-   cubic-spline warping of the scene's own pixels, iterated to 1/1000 px.
-   Phase correlation alone is biased towards whole pixels on blurred imagery;
-   this step is not.
-5. **Model choice**: the refined per-window shifts are fitted by a
-   translation, an affine and a second-order polynomial; the model with the
-   lowest BIC is kept and refined again if it differs.
+   its neighbours), then RANSAC on the model.
+4. **Refinement**: every window is re-warped through the current model (a
+   cubic spline of the scene's own pixels, read once per row of windows) and
+   re-measured (upsampled DFT around the peak), and the model is refitted to
+   the windows' shifts with Huber weights, until the residuals vanish. Phase
+   correlation is biased towards whole pixels on blurred imagery, but not at a
+   zero shift, so the fixed point is unbiased; a known probe shift calibrates
+   the estimator's gain so that this takes 2-4 rounds. Phase correlation seeks
+   the mode: a moved shadow or a new building makes a secondary peak instead
+   of pulling the main one. Windows whose residual disagrees are dropped.
+5. **Model choice**: the refined tie points are fitted by a translation, an
+   affine and a second-order polynomial; the lowest BIC wins (a polynomial
+   must also save a quarter of the affine's residual).
 
 Memory depends on the window size and the number of tie points, never on the
 raster size: only the windows (and the scene pixels under them) are read.
@@ -30,9 +33,6 @@ References
 ----------
 Guizar-Sicairos, M., Thurman, S. T., & Fienup, J. R. (2008). Efficient subpixel
 image registration algorithms. Optics Letters, 33(2), 156-158.
-
-Benhimane, S., & Malis, E. (2004). Real-time image-based tracking of planes
-using efficient second-order minimization. IROS 2004, 943-948.
 
 Scheffler, D., Hollstein, A., Diedrich, H., Segl, K., & Hostert, P. (2017).
 AROSICS: An automated and robust open-source image co-registration software for
@@ -65,14 +65,14 @@ log.addHandler(logging.NullHandler())
 _METHODS = ("none", "global", "local")
 #: Correction models, by number of basis functions per coordinate.
 MODELS = {"translation": 1, "affine": 3, "poly2": 6}
-_S1, _S2 = 1.0, 3.0          # band-pass: difference of Gaussians, in reference pixels
-_MARGIN = 10                  # reference pixels of context around a window for the band-pass
-_SLACK = 8                    # extra reference pixels of scene read around a window
-_PEAK_SIGMA = 0.7            # px: low-pass of the whitened cross-power spectrum
-_DROP_MIN, _DROP_K = 0.05, 3.0     # a window leaves the model beyond max(px, k x spread)
-_POLY_GAIN = 0.02             # px (and a quarter) of tie-point RMSE a polynomial must save over an affine
-_PROBE = 0.25                 # px: known extra shift that calibrates the phase-correlation gain
-_MIN_Z = 7.0                  # phase-correlation peak, in noise sigmas, for a reliable tie point
+_S1, _S2 = 1.0, 3.0        # band-pass: difference of Gaussians, in reference pixels
+_MARGIN = 10               # reference pixels of context around a window for the band-pass
+_SLACK = 8                 # extra reference pixels of scene read around a window
+_PEAK_SIGMA = 0.7          # px: Gaussian low-pass of the whitened cross-power spectrum
+_DROP_MIN, _DROP_K = 0.05, 3.0   # a window leaves the model beyond max(px, k x spread)
+_POLY_GAIN = 0.02          # px (and a quarter) of tie-point RMSE a polynomial must save
+_PROBE = 0.25              # px: known extra shift that calibrates the phase-correlation gain
+_MIN_Z = 7.0               # phase-correlation peak, in noise sigmas, for a reliable tie point
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _IN_PLANE = np.zeros((3, 3, 3), bool)        # 4-connectivity within each window of a batch
 _IN_PLANE[1] = ndi.generate_binary_structure(2, 1)
@@ -507,19 +507,14 @@ class _Scene:
                     self.patches[k] = patch
                     self.boxes[k] = tuple(int(v) for v in b)
 
-    def warp(self, mapping: np.ndarray, which, order: int = 3,
-             stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Band-passed scene sampled at ``mapping(q)`` for the pixels of windows ``which``.
-
-        With ``stride`` > 1 only every stride-th pixel (from the second) is sampled.
-        """
-        sl = _sample(stride)
-        h, w = self.win.x[0][sl].shape
+    def warp(self, mapping: np.ndarray, which, order: int = 3) -> tuple[np.ndarray, np.ndarray]:
+        """Band-passed scene sampled at ``mapping(q)`` for the pixels of windows ``which``."""
+        h, w = self.win.shape
         out = np.zeros((len(which), h, w), np.float32)
         ok = np.zeros((len(which), h, w), bool)
         for j, k in enumerate(which):     # one interpolation call per window
             p = self.patches[k]
-            sx, sy = apply_mapping(mapping, self.win.x[k][sl], self.win.y[k][sl])
+            sx, sy = apply_mapping(mapping, self.win.x[k], self.win.y[k])
             ii, jj = sy - 0.5 - p.r0, sx - 0.5 - p.c0
             ph, pw = p.valid.shape
             inside = (ii >= 1) & (ii <= ph - 2) & (jj >= 1) & (jj <= pw - 2)
@@ -533,10 +528,6 @@ class _Scene:
         return out, ok
 
 
-def _sample(stride: int):
-    return (slice(None), slice(None)) if stride == 1 else (slice(1, -1, stride), slice(1, -1, stride))
-
-
 # --------------------------------------------------------------------------- dense refinement
 
 @dataclass
@@ -544,7 +535,6 @@ class _Fit:
     theta: np.ndarray        # (2, k) displacement model in normalised coordinates
     d: np.ndarray            # (n, 2) residual shift of each window about the model (NaN: not measured)
     z: np.ndarray            # (n,) peak significance of each window's last phase correlation
-    sigma: float             # robust residual scale of the band-passed pixels
     iterations: int
     converged: bool
     gain: np.ndarray = field(default_factory=lambda: np.ones(2))
@@ -552,8 +542,6 @@ class _Fit:
     @property
     def kind(self) -> str:
         return {1: "translation", 3: "affine", 6: "poly2"}[self.theta.shape[1]]
-
-
 
 
 def _refine(scene: _Scene, win: _Windows, frame: _Frame, theta: np.ndarray, active: np.ndarray,
@@ -567,7 +555,7 @@ def _refine(scene: _Scene, win: _Windows, frame: _Frame, theta: np.ndarray, acti
     current model with a cubic spline. Phase correlation is biased towards
     whole pixels, but not at a zero shift, which is where the iteration ends,
     so the fixed point is unbiased. The model is fitted to the windows'
-    shifts, every active window counting the same.
+    shifts with Huber weights, so no window, however contrasted, dominates.
     """
     theta = np.array(theta, dtype=np.float64)
     k = theta.shape[1]
@@ -621,7 +609,7 @@ def _refine(scene: _Scene, win: _Windows, frame: _Frame, theta: np.ndarray, acti
     nx, ny = _displacement(theta, frame, q[:, 0], q[:, 1])
     d[idx, 0] += mx - nx
     d[idx, 1] += my - ny
-    return _Fit(theta, d, np.where(z > 0, z, np.nan), float("nan"), it, converged, gain)
+    return _Fit(theta, d, np.where(z > 0, z, np.nan), it, converged, gain)
 
 
 # --------------------------------------------------------------------------- public API
@@ -673,8 +661,10 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, *,
     h, w = reference.shape[-2:]
     rv = np.ones((h, w), bool) if reference_valid is None else np.asarray(reference_valid, bool)
     mv = np.ones((h, w), bool) if moving_valid is None else np.asarray(moving_valid, bool)
-    rv = rv & np.all(np.isfinite(reference), axis=0 if reference.ndim == 3 else None) if reference.dtype.kind == "f" else rv
-    mv = mv & np.all(np.isfinite(moving), axis=0 if moving.ndim == 3 else None) if moving.dtype.kind == "f" else mv
+    if reference.dtype.kind == "f":
+        rv = rv & np.isfinite(reference).reshape(-1, h, w).all(axis=0)
+    if moving.dtype.kind == "f":
+        mv = mv & np.isfinite(moving).reshape(-1, h, w).all(axis=0)
     if (rv & mv).mean() < min_valid:
         return Shift(0.0, 0.0, 0.0, False)
     a, av = _bandpass(np.where(rv, _band_mean(np.nan_to_num(reference)), 0), rv)
@@ -931,7 +921,7 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         nx, ny = _displacement(theta, frame, q[:, 0], q[:, 1])
         if np.nanmax(np.hypot(nx - dx, ny - dy)[reliable]) < 0.01:
             # the model hardly moved: the residuals are re-read from the tie points, no new round
-            fit = _Fit(theta, td - np.column_stack([nx, ny]), fit.z, fit.sigma, fit.iterations,
+            fit = _Fit(theta, td - np.column_stack([nx, ny]), fit.z, fit.iterations,
                        fit.converged, fit.gain)
         else:
             fit = _refine(moving, win, frame, theta, active, reliable, gain=fit.gain)
