@@ -807,8 +807,9 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     max_points : int
         Largest number of tie points (a square grid).
     upsample : int
-        Tie points are first located to ``1 / upsample`` px by phase
-        correlation, then refined.
+        Each phase correlation locates its peak on a ``1 / upsample`` px grid
+        (upsampled DFT) before interpolating; the iteration to a zero residual
+        removes what bias is left.
     on_failure : {"raise", "keep"}
         When a scene cannot be registered: raise :class:`RegistrationError`, or
         keep its georeferencing and flag it.
@@ -818,6 +819,12 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     Returns
     -------
     Registration
+
+    Raises
+    ------
+    RegistrationError
+        No valid pixel over the grid, no texture in common, or tie points that
+        do not agree (with ``on_failure="raise"``); the message names the file.
     """
     if method not in _METHODS:
         raise InputError(f"Unknown co-registration method '{method}'; choose one of {', '.join(_METHODS)}.")
