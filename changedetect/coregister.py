@@ -289,6 +289,11 @@ def _theta_to_matrix(theta: np.ndarray, frame: _Frame) -> np.ndarray:
     return m if k == 6 else m[:, :3]
 
 
+def _residual(theta: np.ndarray, frame: _Frame, q: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """(n, 2) misfit of tie points ``q -> q + d`` about the displacement model ``theta``."""
+    return np.column_stack(_displacement(theta, frame, q[:, 0], q[:, 1])) - d
+
+
 def _fit_theta(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame) -> np.ndarray:
     """Least-squares displacement model (2, k) through tie points ``q -> q + d``."""
     phi = np.column_stack(_basis(*frame.norm(q[:, 0], q[:, 1]), k))
@@ -321,13 +326,13 @@ def _ransac(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame, threshold: floa
     for _ in range(trials):
         idx = rng.choice(n, k, replace=False)
         theta = _fit_theta(q[idx], d[idx], k, frame)
-        err = np.hypot(*(np.column_stack(_displacement(theta, frame, q[:, 0], q[:, 1])) - d).T)
+        err = np.hypot(*_residual(theta, frame, q, d).T)
         cost = float(np.sum(np.minimum(err, threshold) ** 2))
         if cost < best_cost:
             best, best_cost = err < threshold, cost
     theta = _fit_theta(q[best], d[best], k, frame) if best.sum() > k else None
     if theta is not None:
-        err = np.hypot(*(np.column_stack(_displacement(theta, frame, q[:, 0], q[:, 1])) - d).T)
+        err = np.hypot(*_residual(theta, frame, q, d).T)
         refit = err < threshold
         if refit.sum() >= best.sum():
             best = refit
@@ -353,14 +358,12 @@ def _locally_consistent(q: np.ndarray, d: np.ndarray, spacing: float) -> np.ndar
 
 
 def _rms_fit(q, d, k, frame) -> float:
-    theta = _fit_theta(q, d, k, frame)
-    r = np.column_stack(_displacement(theta, frame, q[:, 0], q[:, 1])) - d
+    r = _residual(_fit_theta(q, d, k, frame), frame, q, d)
     return float(np.sqrt(np.mean(np.sum(r ** 2, axis=1))))
 
 
 def _bic(q, d, k, frame, floor=0.05) -> float:
-    theta = _fit_theta(q, d, k, frame)
-    r = np.column_stack(_displacement(theta, frame, q[:, 0], q[:, 1])) - d
+    r = _residual(_fit_theta(q, d, k, frame), frame, q, d)
     n = r.size
     return n * math.log(max(float(np.mean(r ** 2)), floor ** 2)) + 2 * k * math.log(n)
 
@@ -437,6 +440,26 @@ def _reference_windows(stack: Stack, starts, shape) -> _Windows:
     texture = np.array([1.4826 * np.median(np.abs(rep[k][valid[k]])) if valid[k].any() else 0.0
                         for k in range(n)])
     return _Windows(list(starts), (h, w), rep, valid, x, y, texture)
+
+
+@dataclass
+class _Reference:
+    """What registration needs of the reference, read once per stack."""
+    windows: _Windows
+    small: tuple            # (rows, cols) of the decimated grid for the coarse shift
+    coarse: np.ndarray      # band-passed decimated reference
+    coarse_valid: np.ndarray
+
+
+def _read_reference(stack: Stack, window: int, max_points: int) -> _Reference:
+    rows, cols = stack.shape
+    f = max(1, math.ceil(max(rows, cols) / 512))
+    small = (max(16, rows // f), max(16, cols // f))
+    data, valid = stack.read(stack.reference, out_shape=small)
+    coarse, coarse_valid = _bandpass(_band_mean(data), valid)
+    size = int(min(window, rows, cols))
+    windows = _reference_windows(stack, _grid_starts((rows, cols), size, max_points), (size, size))
+    return _Reference(windows, small, coarse, coarse_valid)
 
 
 @dataclass
@@ -622,8 +645,9 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, *,
 
     Both images are reduced to a band-passed band mean (robust to gain, offset
     and haze differences); phase correlation gives the shift to 1/``upsample``
-    px, then Gauss-Newton refinement with cubic-spline warping and Tukey
-    weights removes the bias of phase correlation towards whole pixels.
+    px, then the moving image is re-warped (cubic spline) and re-measured until
+    the residual shift vanishes, which removes the bias of phase correlation
+    towards whole pixels.
 
     Parameters
     ----------
@@ -637,7 +661,7 @@ def estimate_shift(reference: np.ndarray, moving: np.ndarray, *,
     min_valid : float
         Smallest share of pixels valid in both images for a reliable estimate.
     refine : bool
-        Refine by Gauss-Newton (default); False gives plain phase correlation.
+        Iterate to a zero residual (default); False gives plain phase correlation.
 
     Returns
     -------
@@ -694,7 +718,6 @@ class _ArrayScene(_Scene):
     def __init__(self, rep: np.ndarray, valid: np.ndarray, windows: _Windows):
         super().__init__(None, np.array([[1.0, 0, 0], [0, 1.0, 0]]), windows)
         self.patches = [_make_patch(rep, valid, 0, 0)]
-        self.boxes = [(-10 ** 9, -10 ** 9, 10 ** 9, 10 ** 9)]
 
     def load(self, mapping, which=None) -> None:
         return None
@@ -789,7 +812,7 @@ class Registration:
 
 def register_scene(stack: Stack, i: int, *, method: str = "local", window: int = 64,
                    max_points: int = 100, upsample: int = 20, on_failure: str = "raise",
-                   seed: int = 0, _windows: _Windows | None = None) -> Registration:
+                   seed: int = 0, _reference: _Reference | None = None) -> Registration:
     """Register scene ``i`` of ``stack`` to the stack's reference.
 
     Parameters
@@ -851,13 +874,11 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
 
     frame = _Frame(cols / 2, rows / 2, max(rows, cols) / 2)
     # 1. coarse shift on decimated, band-passed images
-    f = max(1, math.ceil(max(rows, cols) / 512))
-    small = (max(16, rows // f), max(16, cols // f))
-    ref_s, ref_sv = stack.read(stack.reference, out_shape=small)
+    ref = _reference if _reference is not None else _read_reference(stack, window, max_points)
+    small, a, av = ref.small, ref.coarse, ref.coarse_valid
     mov_s, mov_sv = stack.read(i, out_shape=small, ref_to_scene=nominal)
     if not mov_sv.any():
         return fail("it has no valid pixel over the reference grid")
-    a, av = _bandpass(_band_mean(ref_s), ref_sv)
     b, bv = _bandpass(_band_mean(mov_s), mov_sv)
     if (av & bv).mean() < 0.05:
         return fail("too few valid pixels in common with the reference")
@@ -867,9 +888,7 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     theta = np.array([[d0[0, 0] * cols / small[1]], [d0[0, 1] * rows / small[0]]])
 
     # 2. tie points: phase correlation per window
-    size = int(min(window, rows, cols))
-    win = _windows if _windows is not None else _reference_windows(
-        stack, _grid_starts((rows, cols), size, max_points), (size, size))
+    win = ref.windows
     n = len(win.starts)
     moving = _Scene(scene.path, nominal, win)
     mapping = compose_mapping(nominal, _theta_to_matrix(theta, frame))
@@ -883,7 +902,7 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     q = win.centres
     disp = dd + theta[:, 0]
     dist = np.hypot(q[:, None, 0] - q[None, :, 0], q[:, None, 1] - q[None, :, 1])
-    spacing = float(dist[np.triu_indices(n, 1)].min()) if n > 1 else float(size)
+    spacing = float(dist[np.triu_indices(n, 1)].min()) if n > 1 else float(max(win.shape))
 
     # 3. outliers: local consistency, then RANSAC on the model
     kind = "translation" if method == "global" or reliable.sum() < 4 else "affine"
@@ -906,7 +925,7 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         if active.sum() <= MODELS[kind]:
             break
         th = _fit_theta(q[active], td[active], MODELS[kind], frame)
-        res = np.hypot(*(np.column_stack(_displacement(th, frame, q[:, 0], q[:, 1])) - td).T)
+        res = np.hypot(*_residual(th, frame, q, td).T)
         spread = 1.4826 * np.median(res[active])
         bad = active & ~(res <= max(_DROP_MIN, _DROP_K * spread))
         if not bad.any() or active.sum() - bad.sum() <= MODELS[kind]:
@@ -986,7 +1005,7 @@ def coregister(stack: Stack, *, method: str = "local", on_failure: str = "raise"
     progress : callable, optional
         Called as ``progress(done, total, scene_name)`` after each scene.
     window, max_points, **kwargs
-        Passed to :func:`register_scene`. The reference windows are read once.
+        Passed to :func:`register_scene`. The reference is read once.
 
     Returns
     -------
@@ -997,14 +1016,11 @@ def coregister(stack: Stack, *, method: str = "local", on_failure: str = "raise"
     """
     if method not in _METHODS:
         raise InputError(f"Unknown co-registration method '{method}'; choose one of {', '.join(_METHODS)}.")
-    win = None
-    if method != "none" and len(stack) > 1:
-        size = int(min(window, stack.height, stack.width))
-        win = _reference_windows(stack, _grid_starts(stack.shape, size, max_points), (size, size))
+    ref = _read_reference(stack, window, max_points) if method != "none" and len(stack) > 1 else None
     regs = []
     for i in range(len(stack)):
         reg = register_scene(stack, i, method=method, on_failure=on_failure, window=window,
-                             max_points=max_points, _windows=win, **kwargs)
+                             max_points=max_points, _reference=ref, **kwargs)
         log.info("registered %s: %s shift=(%.2f, %.2f) px rot=%.3f deg rmse=%.3f px, %d/%d tie points",
                  reg.scene, reg.model, *reg.shift_px, reg.rotation_deg, reg.rmse_px,
                  reg.n_inliers, reg.n_tiepoints)
@@ -1076,14 +1092,15 @@ def save_registered(stack: Stack, registrations, out_dir, *, block: int = 1024,
                 if stack.band_names and len(stack.band_names) == stack.count:
                     for b, name in enumerate(stack.band_names, start=1):
                         dst.set_band_description(b, name)
-                for inner, _ in stack.windows(block=block):
-                    data, valid = stack.read(i, inner)
-                    if dtype.kind in "iu":
-                        info = np.iinfo(dtype)
-                        data = np.clip(np.rint(data), info.min, info.max)
-                    data = data.astype(dtype)
-                    data[:, ~valid] = nodata
-                    dst.write(data, window=inner)
+                with stack.open_warped(i) as read:
+                    for inner, _ in stack.windows(block=block):
+                        data, valid = read(inner)
+                        if dtype.kind in "iu":
+                            info = np.iinfo(dtype)
+                            data = np.clip(np.rint(data), info.min, info.max)
+                        data = data.astype(dtype)
+                        data[:, ~valid] = nodata
+                        dst.write(data, window=inner)
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
