@@ -1,11 +1,13 @@
 """Relative radiometric normalisation of one scene to another.
 
-Per band, a gain and an offset are fitted by orthogonal (total least squares)
-regression on pseudo-invariant pixels: pixels whose standardised multiband
-difference is small, selected iteratively (a chi-square cut, as the no-change
-probability of IR-MAD is used in Canty & Nielsen 2008). Orthogonal regression
-is symmetric in the two images, unlike ordinary least squares, so noise in the
-target does not bias the gain towards zero.
+:func:`fit_normalization` (the default) follows Canty & Nielsen (2008):
+IR-MAD, which is blind to gains and offsets, marks the pixels that did not
+change (no-change probability above 0.95); on those pseudo-invariant pixels a
+gain and an offset per band are fitted by orthogonal (total least squares)
+regression, which is symmetric in the two images, unlike ordinary least
+squares, so noise in the target does not bias the gain towards zero. Masks
+(nodata, clouds) are respected. :func:`match_histograms` is the simple,
+non-linear alternative.
 
 References
 ----------
@@ -23,7 +25,8 @@ import numpy as np
 
 from .errors import EmptyDataError, InputError
 
-__all__ = ["Normalization", "fit_normalization", "apply_normalization", "orthogonal_regression"]
+__all__ = ["Normalization", "fit_normalization", "apply_normalization", "orthogonal_regression",
+           "match_histograms"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,15 @@ def orthogonal_regression(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
-                      valid: np.ndarray | None = None, iterations: int = 4,
-                      keep: float = 0.5, max_pixels: int = 250_000) -> Normalization:
+                      valid: np.ndarray | None = None, min_pvalue: float = 0.95,
+                      max_pixels: int = 250_000) -> Normalization:
     """Fit per-band gain and offset that bring ``target`` to ``reference``'s radiometry.
+
+    Pseudo-invariant pixels are those IR-MAD (:func:`~changedetect.detect.fit_irmad`)
+    finds unchanged with a no-change probability above ``min_pvalue`` (Canty &
+    Nielsen 2008); IR-MAD is invariant to the very gains and offsets being
+    estimated, so the selection does not depend on them. Each band's line is
+    then fitted on those pixels by orthogonal regression.
 
     Parameters
     ----------
@@ -85,11 +94,8 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
         Co-registered images.
     valid : ndarray of bool, shape (rows, cols), optional
         Pixels valid in both images.
-    iterations : int
-        Rounds of invariant-pixel selection.
-    keep : float
-        Share of the valid pixels kept as invariant in each round (those with
-        the smallest standardised difference).
+    min_pvalue : float
+        No-change probability a pixel needs to count as invariant.
     max_pixels : int
         Fit on at most this many valid pixels, taken at a regular stride
         (deterministic); more adds time, not accuracy.
@@ -101,42 +107,40 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
     Raises
     ------
     EmptyDataError
-        Fewer than 100 valid pixels.
+        Fewer than 100 valid pixels, or fewer than 50 invariant ones.
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> ref = rng.uniform(100, 1000, (2, 50, 50))
-    >>> tgt = (ref - 20) / 1.5
+    >>> tgt = (ref - 20) / 1.5 + rng.normal(0, 1, ref.shape)
     >>> n = fit_normalization(ref, tgt)
-    >>> np.round(n.gain, 3).tolist(), np.round(n.offset, 2).tolist()
+    >>> np.round(n.gain, 2).tolist(), np.round(n.offset, 0).tolist()
     ([1.5, 1.5], [20.0, 20.0])
     """
+    from .detect import fit_irmad, sample_pixels
+
     reference = np.asarray(reference)
     target = np.asarray(target)
     if reference.shape != target.shape or reference.ndim != 3:
         raise InputError(f"fit_normalization needs two (bands, rows, cols) arrays of one shape, got "
                          f"{reference.shape} and {target.shape}.")
-    if valid is None:
-        valid = np.ones(reference.shape[1:], bool)
-    idx = np.flatnonzero(valid.ravel())
-    if idx.size > max_pixels:
-        idx = idx[:: -(-idx.size // max_pixels)]
-    r = reference.reshape(reference.shape[0], -1)[:, idx].astype(np.float64)
-    t = target.reshape(target.shape[0], -1)[:, idx].astype(np.float64)
-    if r.shape[1] < 100:
+    if not 0 <= min_pvalue < 1:
+        raise InputError(f"min_pvalue={min_pvalue} must be in [0, 1).")
+    idx = sample_pixels(valid, reference.shape[1:], max_pixels)
+    if idx.size < 100:
         raise EmptyDataError("Fewer than 100 pixels are valid in both images: cannot normalise.")
-    nb = r.shape[0]
-    sel = _consensus(r, t)
+    nb = reference.shape[0]
+    r = reference.reshape(nb, -1)[:, idx].astype(np.float64)
+    t = target.reshape(nb, -1)[:, idx].astype(np.float64)
+    mad = fit_irmad(r[:, None, :], t[:, None, :], max_pixels=idx.size)
+    p = mad.apply(r[:, None, :], t[:, None, :]).pvalue.ravel()
+    sel = p > min_pvalue
+    if sel.sum() < 50:
+        raise EmptyDataError(f"Only {int(sel.sum())} pseudo-invariant pixels (no-change probability > "
+                             f"{min_pvalue}): the images share too little unchanged ground to "
+                             "normalise; lower min_pvalue or check the overlap.")
     gain, offset = np.ones(nb), np.zeros(nb)
-    for _ in range(iterations):
-        for b in range(nb):
-            gain[b], offset[b] = orthogonal_regression(t[b, sel], r[b, sel])
-        diff = gain[:, None] * t + offset[:, None] - r
-        med = np.median(diff[:, sel], axis=1, keepdims=True)
-        mad = 1.4826 * np.median(np.abs(diff[:, sel] - med), axis=1, keepdims=True)
-        z2 = np.sum(((diff - med) / np.maximum(mad, 1e-9)) ** 2, axis=0)
-        sel = z2 <= np.quantile(z2, keep)
     for b in range(nb):
         gain[b], offset[b] = orthogonal_regression(t[b, sel], r[b, sel])
     res = (gain[:, None] * t[:, sel] + offset[:, None] - r[:, sel]) / np.sqrt(1 + gain[:, None] ** 2)
@@ -144,38 +148,61 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
                          rmse=np.sqrt(np.mean(res ** 2, axis=1)))
 
 
-def _consensus(r: np.ndarray, t: np.ndarray, *, trials: int = 300, n_sample: int = 20_000,
-               seed: int = 0) -> np.ndarray:
-    """Initial invariant set by RANSAC, so clouds, haze banks or a changed quarter of the
-    scene cannot drag the first fit (and the selection that follows it) astray.
+def match_histograms(reference: np.ndarray, target: np.ndarray, *, valid: np.ndarray | None = None,
+                     target_valid: np.ndarray | None = None, levels: int = 1024,
+                     max_pixels: int = 1 << 20) -> np.ndarray:
+    """Map each band of ``target`` onto ``reference``'s histogram (quantile matching).
 
-    A model is the per-band line through two random pixels; its support is the
-    number of pixels within a tolerance in every band at once.
+    The simple alternative to :func:`fit_normalization`: monotone and
+    non-linear, it also absorbs haze and contrast changes, but changed pixels
+    take part in the histograms (a large change shifts every other pixel).
+    Quantiles are taken at ``levels`` points on valid pixels only; between them
+    values are interpolated linearly.
+
+    Parameters
+    ----------
+    reference, target : ndarray, shape (bands, rows, cols)
+        Need not share a grid (the rows and columns may differ).
+    valid, target_valid : ndarray of bool, optional
+        Valid pixels of the reference and of the target (``target_valid``
+        defaults to ``valid`` when the shapes agree).
+
+    Returns
+    -------
+    ndarray, float32, shape of ``target``; invalid pixels are copied unchanged.
+
+    Examples
+    --------
+    >>> ref = np.arange(100, dtype=float).reshape(1, 10, 10)
+    >>> out = match_histograms(ref, 2 * ref + 7)
+    >>> float(np.abs(out - ref).max()) < 1e-3
+    True
     """
-    rng = np.random.default_rng(seed)
-    n = r.shape[1]
-    sub = np.arange(0, n, max(1, n // n_sample))
-    rs, ts = r[:, sub], t[:, sub]
-    iqr_r = np.subtract(*np.percentile(rs, [75, 25], axis=1))
-    iqr_t = np.subtract(*np.percentile(ts, [75, 25], axis=1))
-    tol = (0.1 * np.maximum(iqr_r, 1e-6))[:, None]
-    best, best_n = None, -1
-    for _ in range(trials):
-        i, j = rng.choice(sub.size, 2, replace=False)
-        dt = ts[:, i] - ts[:, j]
-        if np.any(np.abs(dt) < 0.5 * iqr_t):
-            continue
-        gain = (rs[:, i] - rs[:, j]) / dt
-        if np.any((gain < 0.25) | (gain > 4.0)):
-            continue
-        offset = rs[:, i] - gain * ts[:, i]
-        inl = np.all(np.abs(gain[:, None] * ts + offset[:, None] - rs) < tol, axis=0)
-        if inl.sum() > best_n:
-            best, best_n = (gain, offset), int(inl.sum())
-    if best is None or best_n < 20:
-        return np.ones(n, bool)
-    gain, offset = best
-    return np.all(np.abs(gain[:, None] * t + offset[:, None] - r) < tol, axis=0)
+    from .detect import sample_pixels
+
+    reference = np.asarray(reference)
+    target = np.asarray(target)
+    if reference.ndim != 3 or target.ndim != 3 or reference.shape[0] != target.shape[0]:
+        raise InputError(f"match_histograms needs two (bands, rows, cols) arrays with the same bands, "
+                         f"got {reference.shape} and {target.shape}.")
+    if target_valid is None and valid is not None and reference.shape == target.shape:
+        target_valid = valid
+    ir = sample_pixels(valid, reference.shape[1:], max_pixels)
+    it = sample_pixels(target_valid, target.shape[1:], max_pixels)
+    if ir.size < 2 or it.size < 2:
+        raise EmptyDataError("match_histograms: too few valid pixels to build a histogram.")
+    q = np.linspace(0.0, 1.0, levels)
+    out = np.asarray(target, dtype=np.float32).copy()
+    tv = None if target_valid is None else np.asarray(target_valid, bool)
+    for b in range(target.shape[0]):
+        rq = np.quantile(reference[b].ravel()[ir].astype(np.float64), q)
+        tq = np.quantile(target[b].ravel()[it].astype(np.float64), q)
+        tq, first = np.unique(tq, return_index=True)        # np.interp needs increasing x
+        rq = rq[first] if tq.size > 1 else rq[:1]
+        mapped = np.interp(target[b], tq, rq).astype(np.float32) if tq.size > 1 else \
+            np.full(target[b].shape, rq[0], np.float32)
+        out[b] = mapped if tv is None else np.where(tv, mapped, out[b])
+    return out
 
 
 def apply_normalization(image: np.ndarray, norm: Normalization, *,
