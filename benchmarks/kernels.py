@@ -167,7 +167,7 @@ def ours_file_to_file(in1, in2, out, *, reweight=True):
     r = t.apply(x, y, variates=True, pvalue=False)
     profile.update(count=x.shape[0] + 1, dtype="float32")
     with rasterio.open(out, "w", **profile) as ds:
-        ds.write(r.variates)
+        ds.write(r.variates, list(range(1, x.shape[0] + 1)))
         ds.write(r.chi2, x.shape[0] + 1)
     return t
 
@@ -222,8 +222,8 @@ def run_otb(before, after, repeat: int):
 
 def otb_version(exe: str) -> str:
     try:
-        out = subprocess.run([exe, "-help"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
+        res = subprocess.run([exe, "-help"], capture_output=True, text=True)
+        for line in (res.stdout + res.stderr).splitlines():
             if "version" in line:
                 return line.split("version")[-1].strip()
     except OSError:
@@ -263,6 +263,8 @@ def main(argv=None) -> int:
     rows = [
         ("difference", lambda: detect.difference(before, after, out=out3),
          lambda: after - before, True),
+        ("ratio", lambda: detect.ratio(before, after, out=out3),
+         lambda: (after + 1) / (before + 1), True),
         ("log_ratio", lambda: detect.log_ratio(before, after, out=out3),
          lambda: np.log((after + 1) / (before + 1)), True),
         ("cva magnitude", lambda: detect.cva(before, after, scale=scale, out=out2),

@@ -13,6 +13,7 @@ work through the image in row chunks that stay in the CPU cache and write into
 kernel                 what it measures                            invariant to
 =====================  ==========================================  ===========================
 :func:`difference`     ``after - before`` per band                 a common offset
+:func:`ratio`          ``(after + eps) / (before + eps)``          a common gain (eps = 0)
 :func:`log_ratio`      ``log((after + eps) / (before + eps))``     a common gain (eps = 0)
 :func:`cva`            magnitude (and direction) of the            a common offset; a common
                        standardised change vector                  gain with the default scale
@@ -30,6 +31,10 @@ run record.
 
 References
 ----------
+Singh, A. (1989). Digital change detection techniques using remotely-sensed
+data. International Journal of Remote Sensing, 10(6), 989-1003.
+https://doi.org/10.1080/01431168908903939
+
 Malila, W. A. (1980). Change vector analysis: an approach for detecting forest
 changes with Landsat. LARS Symposia, 385.
 
@@ -70,7 +75,7 @@ import numpy as np
 
 from .errors import EmptyDataError, InputError
 
-__all__ = ["difference", "log_ratio", "cva", "CVA", "robust_scale", "MADTransform", "fit_irmad",
+__all__ = ["difference", "ratio", "log_ratio", "cva", "CVA", "robust_scale", "MADTransform", "fit_irmad",
            "irmad", "IRMAD", "pca_kmeans", "structural", "change_score",
            "Threshold", "threshold_otsu", "threshold_kittler", "threshold_gmm", "threshold_chi2",
            "choose_threshold", "change_mask", "cloud_mask", "shadow_like", "illumination_mask",
@@ -79,9 +84,9 @@ __all__ = ["difference", "log_ratio", "cva", "CVA", "robust_scale", "MADTransfor
 _METHODS = ("cva", "difference", "log_ratio", "irmad", "pca_kmeans", "structural")
 _THRESHOLDS = ("chi2", "otsu", "kittler", "gmm")
 
-# pixels per chunk of the streaming kernels: a few (bands, chunk) float32 temporaries
-# stay in a 512 KiB-1 MiB L2 cache (measured best in benchmarks/kernels.py)
-_CHUNK_PIXELS = 1 << 14
+# pixels per chunk of the streaming kernels: a (bands, chunk) float32 temporary stays in
+# a 1 MiB L2 cache with few enough ufunc calls (measured best in benchmarks/kernels.py)
+_CHUNK_PIXELS = 1 << 16
 
 
 def _check(before: np.ndarray, after: np.ndarray, valid=None) -> None:
@@ -164,6 +169,45 @@ def difference(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | Non
     return _zero_invalid(out, valid)
 
 
+def ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
+          valid: np.ndarray | None = None, out: np.ndarray | None = None,
+          threads: int | None = None) -> np.ndarray:
+    """Band-wise ``(after + eps) / (before + eps)`` as float32 (1 where invalid).
+
+    Image ratioing (Singh 1989): a multiplicative change (illumination, a
+    gain) is a constant ratio. :func:`log_ratio` makes it symmetric. A
+    denominator at or below 0 is clipped to the smallest positive float.
+
+    Examples
+    --------
+    >>> ratio(np.full((1, 1, 2), 3.0), np.full((1, 1, 2), 7.0)).tolist()
+    [[[2.0, 2.0]]]
+    """
+    _check(before, after, valid)
+    out = _out(out, before.shape)
+    b, rows, cols = before.shape
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    e = np.float32(eps)
+    signed = before.dtype.kind != "u" or eps <= 0     # else before + eps > 0 always
+
+    def work(sl, buf):
+        o = out[:, sl]
+        t = buf[0][:, : sl.stop - sl.start]
+        np.add(before[:, sl], e, out=t, dtype=np.float32, casting="unsafe")
+        if signed and t.min() < tiny:                 # values at or below -eps
+            np.maximum(t, tiny, out=t)
+        np.add(after[:, sl], e, out=o, dtype=np.float32, casting="unsafe")
+        with np.errstate(over="ignore"):
+            np.divide(o, t, out=o)
+
+    _run_rows(rows, cols * b, work, lambda step: (np.empty((b, step, cols), np.float32),), threads)
+    if valid is not None:
+        inv = ~np.asarray(valid, bool)
+        if inv.any():
+            out[:, inv] = 1
+    return out
+
+
 _LN2 = np.float32(math.log(2.0))
 _SQRT_HALF_BITS = np.int32(0x3F3504F3)          # float32 bits of sqrt(0.5)
 
@@ -205,7 +249,8 @@ def log_ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
         np.add(before[:, sl], e, out=t, dtype=np.float32, casting="unsafe")
         np.maximum(o, tiny, out=o)
         np.maximum(t, tiny, out=t)
-        np.divide(o, t, out=t)
+        with np.errstate(over="ignore"):        # huge / tiny -> inf -> log ~ 88.7, as float32 can
+            np.divide(o, t, out=t)
         # log of the ratio (see the docstring): exponent e into k, mantissa m into t
         i = t.view(np.int32)
         np.subtract(i, _SQRT_HALF_BITS, out=k)
@@ -365,34 +410,30 @@ def cva(before: np.ndarray, after: np.ndarray, *, scale: np.ndarray | None = Non
         raise InputError(f"scale must have one value per band ({nb}), got shape {inv.shape}.")
     mag = _out(out, (rows, cols))
     dirn = np.empty((rows, cols), np.float32) if direction else None
-    root_nb = np.float32(math.sqrt(nb))
+    inv2 = (inv * inv / nb).astype(np.float32)      # mean of squares as one matrix product
 
     def work(sl, buf):
         n = sl.stop - sl.start
-        m, t = mag[sl], buf[0][:n]
-        m[...] = 0
+        d = buf[0][:, :n]
+        np.subtract(after[:, sl], before[:, sl], out=d, dtype=np.float32, casting="unsafe")
+        flat = d.reshape(nb, -1)
+        m = mag[sl]
         if direction:
-            s = buf[1][:n]
-            s[...] = 0
-        for b in range(nb):
-            np.subtract(after[b, sl], before[b, sl], out=t, dtype=np.float32, casting="unsafe")
-            t *= inv[b]
-            if direction:
-                s += t
-            np.square(t, out=t)
-            m += t
+            # cos(angle) = sum_b d_b / (sqrt(nb) * |d|), d standardised
+            s = dirn[sl]
+            np.matmul(inv, flat, out=s.reshape(-1))
+        np.square(d, out=d)
+        np.matmul(inv2, flat, out=m.reshape(-1))
+        np.sqrt(m, out=m)
         if direction:
-            # cos(angle) = sum_b d_b / (sqrt(nb) * |d|)
-            np.sqrt(m, out=t)
-            t *= root_nb
+            t = buf[1][:n]
+            np.multiply(m, np.float32(nb), out=t)          # sqrt(nb) * |d| = nb * rms
             np.maximum(t, np.float32(1e-30), out=t)
             np.divide(s, t, out=s)
             np.clip(s, -1, 1, out=s)
-            np.arccos(s, out=dirn[sl])
-        m *= np.float32(1.0 / nb)
-        np.sqrt(m, out=m)
+            np.arccos(s, out=s)
 
-    _run_rows(rows, cols, work, lambda step: (np.empty((step, cols), np.float32),
+    _run_rows(rows, cols, work, lambda step: (np.empty((nb, step, cols), np.float32),
                                               np.empty((step, cols), np.float32)), threads,
               chunk_pixels=_CHUNK_PIXELS)
     _zero_invalid(mag, valid)
@@ -520,7 +561,7 @@ class MADTransform:
 
         _run_rows(rows, cols, work, lambda step: tuple(np.empty((nb, step * cols), np.float32)
                                                         for _ in range(4)), threads,
-                  chunk_pixels=_CHUNK_PIXELS)
+                  chunk_pixels=1 << 14)
         _zero_invalid(chi2, valid)
         if pvalue and valid is not None:
             p[~np.asarray(valid, bool)] = 1.0
@@ -1136,11 +1177,13 @@ def shadow_like(before: np.ndarray, after: np.ndarray, *, dark: float, angle_deg
 
 def illumination_mask(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None,
                       dark_quantile: float = 0.3, min_correlation: float = 0.5,
-                      clouds: bool = True) -> np.ndarray:
+                      clouds: bool = True, shadows: bool = True, visible=None,
+                      cloud_contrast: float = 1.3) -> np.ndarray:
     """Changes that are illumination, not construction: clouds, cloud shadows, moving shadows.
 
-    A pixel is masked when it is under a cloud in either image
-    (:func:`cloud_mask`), or when its change is a same-colour darkening or
+    A pixel is masked when it is under a cloud in one image
+    (:func:`cloud_mask`) and at least ``cloud_contrast`` times brighter there
+    than in the other, or when its change is a same-colour darkening or
     brightening into a dark state (:func:`shadow_like`, with ``dark`` the
     ``dark_quantile`` of the before image's brightness) while the ground's
     texture still shows through (:func:`local_correlation` of at least
@@ -1151,10 +1194,17 @@ def illumination_mask(before: np.ndarray, after: np.ndarray, *, valid: np.ndarra
     if not v.any():
         return np.zeros(before.shape[1:], bool)
     lum = before.mean(axis=0, dtype=np.float32)
-    dark = float(np.quantile(lum[v], dark_quantile))
-    m = shadow_like(before, after, dark=dark) & (local_correlation(before, after) >= min_correlation)
+    m = np.zeros(before.shape[1:], bool)
+    if shadows:
+        dark = float(np.quantile(lum[v], dark_quantile))
+        m |= shadow_like(before, after, dark=dark) & (local_correlation(before, after) >= min_correlation)
     if clouds:
-        m |= cloud_mask(before, valid=v) | cloud_mask(after, valid=v)
+        # a cloud is there in one image only: it must also be much brighter than the other
+        # image (bright bare soil, concrete or snow seen in both are not clouds)
+        vis = slice(0, 3) if visible is None else list(visible)
+        la = after.mean(axis=0, dtype=np.float32)
+        m |= cloud_mask(before, valid=v, visible=vis) & (lum >= cloud_contrast * np.maximum(la, 1e-6))
+        m |= cloud_mask(after, valid=v, visible=vis) & (la >= cloud_contrast * np.maximum(lum, 1e-6))
     return m & v
 
 

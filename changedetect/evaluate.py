@@ -54,6 +54,8 @@ __all__ = [
     "match",
     "evaluate",
     "registration_error",
+    "PixelScores",
+    "pixel_scores",
     "evaluate_registration",
     "evaluate_run",
     "main",
@@ -532,6 +534,87 @@ def _affine(m, what: str = "affine") -> np.ndarray:
     out = np.eye(3)
     out[:2] = a
     return out
+
+
+@dataclass(frozen=True)
+class PixelScores:
+    """Pixel-level agreement of a binary change map with the truth (change = positive).
+
+    Confusion counts add up, so scores of several pairs are pooled with ``+``
+    (the pooled F1 of a dataset is the F1 of the summed counts, not the mean of
+    per-pair F1s).
+
+    Attributes
+    ----------
+    tp, fp, fn, tn : int
+    """
+
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+    def __add__(self, other: "PixelScores") -> "PixelScores":
+        return PixelScores(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
+                           self.tn + other.tn)
+
+    @property
+    def n(self) -> int:
+        return self.tp + self.fp + self.fn + self.tn
+
+    @property
+    def precision(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp, empty=1.0)
+
+    @property
+    def recall(self) -> float:
+        return _ratio(self.tp, self.tp + self.fn, empty=1.0)
+
+    @property
+    def f1(self) -> float:
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn, empty=1.0)
+
+    @property
+    def iou(self) -> float:
+        return _ratio(self.tp, self.tp + self.fp + self.fn, empty=1.0)
+
+    @property
+    def kappa(self) -> float:
+        """Cohen's kappa: agreement beyond what the two maps' change rates give by chance."""
+        n = self.n
+        if n == 0:
+            return 1.0
+        po = (self.tp + self.tn) / n
+        pe = ((self.tp + self.fp) * (self.tp + self.fn) + (self.fn + self.tn) * (self.fp + self.tn)) / n ** 2
+        return 1.0 if pe == 1 else (po - pe) / (1 - pe)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn,
+                "precision": round(self.precision, 4), "recall": round(self.recall, 4),
+                "f1": round(self.f1, 4), "iou": round(self.iou, 4), "kappa": round(self.kappa, 4)}
+
+
+def pixel_scores(pred, truth, *, valid=None) -> PixelScores:
+    """Confusion counts of a binary change map against the truth, over valid pixels.
+
+    Examples
+    --------
+    >>> p = np.array([[1, 1, 0, 0]], bool); t = np.array([[1, 0, 1, 0]], bool)
+    >>> s = pixel_scores(p, t)
+    >>> (s.tp, s.fp, s.fn, s.tn), s.f1, s.iou, s.kappa
+    ((1, 1, 1, 1), 0.5, 0.3333333333333333, 0.0)
+    """
+    p = np.asarray(pred, bool)
+    t = np.asarray(truth, bool)
+    if p.shape != t.shape:
+        raise InputError(f"Prediction and truth shapes differ: {p.shape} and {t.shape}.")
+    if valid is not None:
+        v = np.asarray(valid, bool)
+        p, t = p[v], t[v]
+    tp = int(np.count_nonzero(p & t))
+    fp = int(np.count_nonzero(p & ~t))
+    fn = int(np.count_nonzero(~p & t))
+    return PixelScores(tp, fp, fn, int(p.size) - tp - fp - fn)
 
 
 def registration_error(pred_affine, true_affine, *, shape: tuple[int, int], step: int = 16) -> float:

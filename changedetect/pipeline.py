@@ -548,6 +548,17 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     for i in range(len(stack)):
         check_not_empty(stack, i)
     t = mark("open", t0)
+    warnings: list[str] = []
+    requested = config
+    if len(stack) <= config.persistence:
+        # a change after the last-but-`persistence` date could never be reported: with a
+        # pair (or a short series) every change would be silently dropped
+        config = dataclasses.replace(config, persistence=len(stack) - 1)
+        msg = (f"Only {len(stack)} acquisitions: persistence lowered from {requested.persistence} "
+               f"to {config.persistence}, so a change seen in the last image alone is reported; "
+               "add later acquisitions to confirm such changes.")
+        log.warning(msg)
+        warnings.append(msg)
 
     def reg_progress(done, total, name):
         if progress is not None:
@@ -596,7 +607,9 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         "baseline": stack.scenes[0].name,
         "grid": {"crs": stack.crs.to_string(), "transform": list(stack.transform)[:6],
                  "width": stack.width, "height": stack.height},
-        "parameters": dataclasses.asdict(config),
+        "parameters": dataclasses.asdict(requested),
+        "effective_parameters": dataclasses.asdict(config),
+        "warnings": warnings,
         "versions": _versions(),
         "registration": {r.scene: r.to_dict() for r in regs},
         **stats,

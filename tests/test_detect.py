@@ -16,6 +16,7 @@ from changedetect.detect import (change_mask, change_score, choose_threshold, cl
                                  pca_kmeans, robust_scale, shadow_like, structural, threshold_chi2,
                                  threshold_gmm, threshold_kittler, threshold_otsu)
 from changedetect.detect import _chi2_sf
+from changedetect.detect import ratio as detect_ratio
 from changedetect.errors import EmptyDataError, InputError
 from changedetect.radiometry import apply_normalization, fit_normalization
 
@@ -416,3 +417,26 @@ def test_bad_input_messages():
         difference(np.zeros((1, 2, 2)), np.zeros((1, 2, 2)), out=np.zeros((1, 2, 2)))
     with pytest.raises(InputError, match="threads"):
         log_ratio(np.ones((1, 2, 2)), np.ones((1, 2, 2)), threads=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(images, images, masks)
+def test_ratio_hand_values_and_mask(a, b, valid):
+    r = detect_ratio(a, b, valid=valid)
+    expected = (b.astype(np.float64) + 1) / (a.astype(np.float64) + 1)
+    np.testing.assert_allclose(r[:, valid], expected[:, valid], rtol=1e-6)
+    assert np.all(r[:, ~valid] == 1)
+    np.testing.assert_allclose(np.log(r[:, valid]), log_ratio(a, b)[:, valid], atol=1e-5)
+
+
+def test_cva_threads_and_chunks_agree_with_formula():
+    rng = np.random.default_rng(11)
+    a = rng.normal(500, 30, (5, 203, 331)).astype(np.float32)
+    b = rng.normal(500, 30, a.shape).astype(np.float32)
+    scale = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    want = np.sqrt((((b - a) / scale[:, None, None].astype(np.float32)) ** 2).mean(axis=0))
+    one = cva(a, b, scale=scale, threads=1, direction=True)
+    two = cva(a, b, scale=scale, threads=2, direction=True)
+    np.testing.assert_allclose(one.magnitude, want, rtol=1e-5)
+    np.testing.assert_array_equal(one.magnitude, two.magnitude)
+    np.testing.assert_array_equal(one.direction, two.direction)

@@ -128,3 +128,17 @@ def test_blockwise_regions_match_whole_grid(tmp_path, seed):
     assert n >= 5
     assert [f[:3] for f in found] == [e[:3] for e in expected]
     assert found == expected
+
+
+def test_a_pair_lowers_persistence_and_says_so(tmp_path, site):
+    # with two images the default persistence (2 acquisitions after a change) could never
+    # be met: every change would be dropped silently
+    images = [site.images[0], site.images[-1]]
+    result = detect_changes(images, tmp_path / "out")
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["parameters"]["persistence"] == 2
+    assert run["effective_parameters"]["persistence"] == 1
+    assert any("persistence lowered" in w for w in run["warnings"])
+    assert len(result.changes) >= 1
+    report = evaluate_run(tmp_path / "out", site.out_dir)
+    assert report.scores.tp >= 1, report.format()

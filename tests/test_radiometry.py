@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from changedetect.errors import EmptyDataError
-from changedetect.radiometry import apply_normalization, fit_normalization, orthogonal_regression
+from changedetect.errors import EmptyDataError, InputError
+from changedetect.radiometry import (apply_normalization, fit_normalization, match_histograms,
+                                     orthogonal_regression)
 
 
 def test_recovers_gain_offset_with_changed_pixels_and_noise():
@@ -39,3 +40,50 @@ def test_orthogonal_regression_is_symmetric():
 def test_too_few_pixels():
     with pytest.raises(EmptyDataError):
         fit_normalization(np.ones((1, 5, 5)), np.ones((1, 5, 5)))
+
+
+def test_irmad_normalisation_ignores_clouds_and_a_changed_quarter():
+    rng = np.random.default_rng(2)
+    ref = rng.uniform(200, 3000, (3, 100, 100))
+    gain = np.array([1.3, 0.7, 1.05])
+    offset = np.array([40.0, -20.0, 10.0])
+    tgt = (ref - offset[:, None, None]) / gain[:, None, None] + rng.normal(0, 4, ref.shape)
+    tgt[:, :50, :50] = rng.uniform(200, 3000, (3, 50, 50))     # 25 % of the scene rebuilt
+    tgt[:, 60:80, 60:95] = 3500                                 # a cloud
+    n = fit_normalization(ref, tgt)
+    np.testing.assert_allclose(n.gain, gain, rtol=0.01)
+    np.testing.assert_allclose(n.offset, offset, atol=10)
+    assert n.n_invariant >= 100
+
+
+def test_irmad_normalisation_respects_the_mask():
+    rng = np.random.default_rng(3)
+    ref = rng.uniform(100, 900, (2, 80, 80))
+    tgt = ref * 0.5 + 7 + rng.normal(0, 1, ref.shape)
+    valid = np.ones((80, 80), bool)
+    valid[:, :30] = False
+    junk = tgt.copy()
+    junk[:, ~valid] = rng.uniform(0, 1e5, (2, int((~valid).sum())))
+    a = fit_normalization(ref, tgt, valid=valid)
+    b = fit_normalization(ref, junk, valid=valid)
+    np.testing.assert_allclose(a.gain, b.gain, rtol=1e-9)
+    np.testing.assert_allclose(a.offset, b.offset, atol=1e-6)
+
+
+def test_histogram_matching_inverts_a_monotone_map_and_keeps_masked_pixels():
+    rng = np.random.default_rng(4)
+    ref = rng.gamma(3.0, 200.0, (2, 120, 120))
+    tgt = np.sqrt(ref) * 10 + 5                        # monotone, non-linear
+    valid = np.ones((120, 120), bool)
+    valid[:10] = False
+    out = match_histograms(ref, tgt, valid=valid)
+    assert out.dtype == np.float32
+    inner = valid.copy()
+    err = np.abs(out - ref)[:, inner] / ref[:, inner].std()
+    assert np.median(err) < 0.01
+    np.testing.assert_array_equal(out[:, ~valid], tgt[:, ~valid].astype(np.float32))
+
+
+def test_histogram_matching_rejects_mismatched_bands():
+    with pytest.raises(InputError, match="same bands"):
+        match_histograms(np.ones((2, 4, 4)), np.ones((3, 4, 4)))
