@@ -25,6 +25,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/coregistration.py
+	$(BIN)/python benchmarks/kernels.py
+	$(BIN)/python benchmarks/accuracy_pairs.py
 
 # regenerate the bundled sample site (deterministic)
 sample: $(STAMP)

@@ -148,8 +148,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="also write the scores as JSON")
     args = ap.parse_args(argv)
     if not args.data.is_dir():
-        print(f"No data folder at {args.data}: pass --data or set CHANGEDETECT_DATA.", file=sys.stderr)
-        return 2
+        print(f"Skipped: no labelled pairs at {args.data} (they are not shipped with the project); "
+              "pass --data or set CHANGEDETECT_DATA.", file=sys.stderr)
+        return 0
     grid = {} if args.only_default else kernel_grid()
     names = ["default: detect_pair()"] + list(grid)
     results: dict[str, dict[str, dict]] = {}

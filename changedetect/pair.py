@@ -82,6 +82,9 @@ class PairConfig:
         ``gamma``. Changes to vegetation, water or coloured soil lose weight.
     gamma : float
         Strength of the ``built`` prior.
+    delta : float
+        With the ``built`` prior, also weight by ``(1 - greyness before) ** delta``:
+        what was grey already (roads, old roofs) is not new construction.
     rgb : (int, int, int) or None
         Indices of the red, green and blue bands (needed by the ``built``
         prior and the cloud mask); None when the images have no visible bands.
@@ -114,6 +117,9 @@ class PairConfig:
         Minimum mapping unit, in pixels, after cleanup.
     radius : int
         Radius of the morphological opening/closing of the cleanup.
+    max_elongation : float
+        Drop changed regions whose principal axes differ by more than this
+        ratio (roads, kerbs, field edges); 0 keeps every shape.
     """
 
     normalization: str = "zscore"
@@ -124,7 +130,8 @@ class PairConfig:
     smooth: float = 1.0
     adapt: float = 2.0
     prior: str = "built"
-    gamma: float = 3.0
+    gamma: float = 4.0
+    delta: float = 0.0
     rgb: tuple[int, int, int] | None = (0, 1, 2)
     nir: int | None = None
     max_ndvi: float = 0.3
@@ -135,6 +142,7 @@ class PairConfig:
     cloud_min_pixels: int = 300
     min_pixels: int = 0
     radius: int = 0
+    max_elongation: float = 4.0
 
     def __post_init__(self):
         for name, allowed in (("normalization", _NORMALIZATIONS), ("kernel", _KERNELS),
@@ -267,6 +275,31 @@ def _disk(r: int) -> np.ndarray:
     return (xx * xx + yy * yy) <= r * r
 
 
+def _drop_elongated(mask: np.ndarray, max_ratio: float) -> np.ndarray:
+    """Remove 8-connected regions whose inertia axes differ by more than ``max_ratio`` (vectorised)."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(mask, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return mask
+    rr, cc = np.nonzero(lab)
+    k = lab[rr, cc]
+    cnt = np.bincount(k, minlength=n + 1).astype(np.float64)
+    c = np.maximum(cnt, 1)
+    mr = np.bincount(k, rr, n + 1) / c
+    mc = np.bincount(k, cc, n + 1) / c
+    dr, dc = rr - mr[k], cc - mc[k]
+    srr = np.bincount(k, dr * dr, n + 1) / c + 1 / 12
+    scc = np.bincount(k, dc * dc, n + 1) / c + 1 / 12
+    src = np.bincount(k, dr * dc, n + 1) / c
+    tr, det = srr + scc, srr * scc - src * src
+    disc = np.sqrt(np.maximum(tr * tr / 4 - det, 0))
+    l1, l2 = tr / 2 + disc, np.maximum(tr / 2 - disc, 1e-12)
+    keep = np.sqrt(l1 / l2) <= max_ratio
+    keep[0] = False
+    return keep[lab]
+
+
 def _greyness(image: np.ndarray, rgb) -> np.ndarray:
     """1 - saturation of the visible bands, smoothed over 3 px: roofs, concrete and asphalt are grey."""
     from scipy import ndimage as ndi
@@ -384,6 +417,8 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     norm_rec["score_exponent"] = round(exponent, 4)
     if config.prior == "built" and rgb_ok:
         score = score * _greyness(look_a, config.rgb) ** np.float32(config.gamma)
+        if config.delta > 0:
+            score = score * (1 - _greyness(look_b, config.rgb)) ** np.float32(config.delta)
         statistic = "weighted"
     masked = ~v
     if config.nir is not None and rgb_ok:
@@ -409,5 +444,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     mask = (score > thr.value) & use
     if config.min_pixels or config.radius:
         mask = clean_mask(mask, min_pixels=config.min_pixels, radius=config.radius) & use
+    if config.max_elongation > 0:
+        mask = _drop_elongated(mask, config.max_elongation)
     return PairResult(mask=mask, score=score.astype(np.float32, copy=False), threshold=thr, masked=masked,
                       normalization=norm_rec, config=config)

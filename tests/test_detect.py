@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -440,3 +441,52 @@ def test_cva_threads_and_chunks_agree_with_formula():
     np.testing.assert_allclose(one.magnitude, want, rtol=1e-5)
     np.testing.assert_array_equal(one.magnitude, two.magnitude)
     np.testing.assert_array_equal(one.direction, two.direction)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), gains, offsets)
+def test_pca_kmeans_invariant_to_common_gain_and_offset(seed, g, off):
+    before, after, truth = pair_with_block(bands=3, size=48, seed=seed)
+    after = before + (after - before) * (truth | (np.arange(48) % 7 == 0)[None, :])[None]
+    s1 = pca_kmeans(before, after)
+    s2 = pca_kmeans(before * g + off, after * g + off)
+    np.testing.assert_allclose(s1, s2, rtol=1e-3, atol=1e-3)
+
+
+def test_structural_hand_values():
+    rng = np.random.default_rng(12)
+    x = textured(1, 40, 12)
+    assert np.abs(structural(x, x)).max() < 1e-6                       # same image: no change
+    # contrast inverted: r = -1, so the score is the evidence S / (S + 0.1 median S) ~ 1 / 1.1
+    inv = structural(x, -x + 5000.0)
+    assert np.median(inv) == pytest.approx(1 / 1.1, abs=0.03)
+    # a patch flat in both images (relative to the scene's texture) carries no evidence
+    a, b = x.copy(), x + rng.normal(0, 1.0, x.shape)
+    a[:, 10:30, 10:30] = 700.0
+    b[:, 10:30, 10:30] = 700.0 + rng.normal(0, 0.01, (1, 20, 20))
+    assert structural(a, b)[15:25, 15:25].max() < 0.01
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared" / "data" / "oscd").is_dir(),
+                    reason="the shared OSCD sample is not on this machine")
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_irmad_on_real_sentinel2_pair_is_calibrated_and_finds_urban_change():
+    import rasterio
+    from rasterio.enums import Resampling
+
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "oscd"
+    with rasterio.open(root / "labels" / "rennes" / "cm" / "rennes-cm.tif") as ds:
+        truth = ds.read(1) == 2
+
+    def read(folder):
+        out = []
+        for band in ("B02", "B03", "B04", "B08"):
+            path = next((root / "images" / "rennes" / folder).glob(f"*_{band}.tif"))
+            with rasterio.open(path) as ds:
+                out.append(ds.read(1, out_shape=truth.shape, resampling=Resampling.bilinear))
+        return np.stack(out).astype(np.float32)
+
+    r = irmad(read("imgs_1"), read("imgs_2"))
+    assert r.transform.converged
+    # labelled urban change is far more significant than the rest of the city
+    assert np.median(r.chi2[truth]) > 3 * np.median(r.chi2[~truth])
