@@ -25,8 +25,8 @@ import numpy as np
 
 from .errors import EmptyDataError, InputError
 
-__all__ = ["Normalization", "fit_normalization", "apply_normalization", "orthogonal_regression",
-           "match_histograms"]
+__all__ = ["Normalization", "normalize", "fit_normalization", "apply_normalization",
+           "orthogonal_regression", "match_histograms"]
 
 
 @dataclass(frozen=True)
@@ -237,3 +237,27 @@ def apply_normalization(image: np.ndarray, norm: Normalization, *,
     np.multiply(image, g, out=out)
     np.add(out, o, out=out)
     return out
+
+
+def normalize(reference: np.ndarray, target: np.ndarray, *, valid: np.ndarray | None = None,
+              method: str = "irmad") -> tuple[np.ndarray, dict]:
+    """``target`` brought to ``reference``'s radiometry, and a record of how.
+
+    ``method="irmad"``: :func:`fit_normalization` then :func:`apply_normalization`
+    (linear per band, from pseudo-invariant pixels); ``"histogram"``:
+    :func:`match_histograms`. Returns float32 and a JSON-ready record.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> ref = rng.uniform(100, 1000, (2, 40, 40))
+    >>> out, rec = normalize(ref, 0.5 * ref + 3 + rng.normal(0, 0.5, ref.shape))
+    >>> rec["method"], bool(np.abs(out - ref).mean() < 2)
+    ('irmad', True)
+    """
+    if method == "irmad":
+        norm = fit_normalization(reference, target, valid=valid)
+        return apply_normalization(np.asarray(target), norm), {"method": "irmad", **norm.to_dict()}
+    if method == "histogram":
+        return match_histograms(reference, target, valid=valid), {"method": "histogram"}
+    raise InputError(f"Unknown normalisation '{method}'; choose 'irmad' or 'histogram'.")
