@@ -490,3 +490,20 @@ def test_irmad_on_real_sentinel2_pair_is_calibrated_and_finds_urban_change():
     assert r.transform.converged
     # labelled urban change is far more significant than the rest of the city
     assert np.median(r.chi2[truth]) > 3 * np.median(r.chi2[~truth])
+
+
+def test_pixelwise_kernels_give_the_same_on_blocks_as_on_the_whole():
+    # what lets the same kernel run on a window or a Dask block: fit statistics once,
+    # then apply block by block
+    before, after, _ = pair_with_block(bands=4, size=96, seed=13)
+    top, bottom = slice(0, 40), slice(40, 96)
+    t = fit_irmad(before, after)
+    whole = t.apply(before, after)
+    parts = [t.apply(before[:, sl], after[:, sl]) for sl in (top, bottom)]
+    np.testing.assert_allclose(np.vstack([p.chi2 for p in parts]), whole.chi2, rtol=1e-6)
+    np.testing.assert_allclose(np.vstack([p.pvalue for p in parts]), whole.pvalue, rtol=1e-6)
+    scale = robust_scale(difference(before, after))
+    for fn in (lambda b, a: cva(b, a, scale=scale), log_ratio, difference):
+        w = fn(before, after)
+        blocks = np.concatenate([fn(before[:, sl], after[:, sl]) for sl in (top, bottom)], axis=-2)
+        np.testing.assert_array_equal(blocks, w)
