@@ -58,7 +58,8 @@ class PairConfig:
     kernel : {"irmad", "cva", "log_ratio", "pca_kmeans", "structural", "combined"}
         Per-pixel change score.
     threshold : {"otsu", "kittler", "gmm", "chi2"}
-        How the score is cut (``chi2``: significance ``alpha``; for
+        How the score is cut (``chi2``: significance ``alpha``, only for an
+        unweighted IR-MAD or CVA score, else Otsu, and the record says so; for
         ``pca_kmeans`` the k-means decision is used whatever this says).
     alpha : float
         Significance of the ``chi2`` rule.
@@ -92,6 +93,7 @@ class PairConfig:
         Index of the near-infrared band; when given, pixels vegetated at both
         dates (NDVI above ``max_ndvi``) are never change (seasons, crops).
     max_ndvi : float
+        NDVI above which a pixel counts as vegetated.
     mask_shadows : bool
         Drop changes that are shadows moving with the sun or cloud shadows: a
         same-colour darkening into a dark state with the ground's texture
@@ -113,6 +115,7 @@ class PairConfig:
     cloud_delta : float
         In the cloud band's units (400 = 0.04 reflectance for Sentinel-2 L1C).
     cloud_min_pixels : int
+        Smallest connected region the cloud-band rule accepts as a cloud.
     min_pixels : int
         Minimum mapping unit, in pixels, after cleanup.
     radius : int
@@ -408,7 +411,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
         score = ndi.gaussian_filter(score, config.smooth, mode="nearest")
     exponent = 1.0
     if config.adapt > 0 and statistic in ("cva", "chi2", "combined"):
-        rho = _mean_band_correlation(kb, kan if config.normalization != "zscore" else kan, v)
+        rho = _mean_band_correlation(kb, kan, v)
         exponent = float(min(1.0, config.adapt * max(rho, 0.0)))
         norm_rec["band_correlation"] = round(rho, 4)
         if exponent < 1.0:
@@ -419,7 +422,8 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
         score = score * _greyness(look_a, config.rgb) ** np.float32(config.gamma)
         if config.delta > 0:
             score = score * (1 - _greyness(look_b, config.rgb)) ** np.float32(config.delta)
-        statistic = "weighted"
+        if statistic != "kmeans":                       # a positive weight keeps the k-means sign
+            statistic = "weighted"
     masked = ~v
     if config.nir is not None and rgb_ok:
         masked = masked | ((_ndvi(look_b, config) > config.max_ndvi) & (_ndvi(look_a, config) > config.max_ndvi))
@@ -441,6 +445,8 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     else:
         rule = "otsu" if config.threshold == "chi2" else config.threshold
         thr = detect.choose_threshold(score, method=rule, valid=use & (score > 0))
+        if rule != config.threshold:
+            thr = detect.Threshold(thr.value, f"otsu (chi2 does not apply to a {statistic} score)")
     mask = (score > thr.value) & use
     if config.min_pixels or config.radius:
         mask = clean_mask(mask, min_pixels=config.min_pixels, radius=config.radius) & use

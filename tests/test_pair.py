@@ -118,3 +118,15 @@ def test_elongated_changes_are_dropped_but_blocks_kept():
     yy, xx = np.mgrid[0:60, 0:60]
     diamond = (np.abs(yy - 30) + np.abs(xx - 30)) <= 10
     assert _drop_elongated(diamond, 1.5).sum() == diamond.sum()
+
+
+def test_threshold_rule_is_reported_as_applied():
+    before, after, truth, _ = scene(seed=5)
+    sig = detect_pair(before, after, config=PairConfig(kernel="irmad", threshold="chi2", prior="none",
+                                                       adapt=0, smooth=0, presmooth=0))
+    assert sig.threshold.method.startswith("chi2(alpha=0.001")
+    weighted = detect_pair(before, after, config=PairConfig(threshold="chi2"))
+    assert weighted.threshold.method.startswith("otsu (chi2 does not apply")
+    km = detect_pair(before, after, config=PairConfig(kernel="pca_kmeans"))
+    assert km.threshold.method == "kmeans" and km.threshold.value == 0.0
+    assert pixel_scores(sig.mask, truth).recall > 0.9
