@@ -175,7 +175,7 @@ def difference(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | Non
     def work(sl, buf):
         np.subtract(after[:, sl], before[:, sl], out=out[:, sl], dtype=np.float32, casting="unsafe")
 
-    _run_rows(rows, cols * b, work, lambda step: None, threads)
+    _run_rows(rows, cols * b, work, lambda step: None, threads, chunk_pixels=1 << 18)
     return _zero_invalid(out, valid)
 
 
@@ -185,8 +185,9 @@ def ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
     """Band-wise ``(after + eps) / (before + eps)`` as float32 (1 where invalid).
 
     Image ratioing (Singh 1989): a multiplicative change (illumination, a
-    gain) is a constant ratio. :func:`log_ratio` makes it symmetric. A
-    denominator at or below 0 is clipped to the smallest positive float.
+    gain) is a constant ratio. :func:`log_ratio` makes it symmetric. Meant
+    for non-negative radiometry: where ``before + eps`` is 0 the ratio is
+    infinite (or NaN for 0 / 0), where it is negative so is the ratio.
 
     Examples
     --------
@@ -196,21 +197,18 @@ def ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
     _check(before, after, valid)
     out = _out(out, before.shape)
     b, rows, cols = before.shape
-    tiny = np.float32(np.finfo(np.float32).tiny)
     e = np.float32(eps)
-    signed = before.dtype.kind != "u" or eps <= 0     # else before + eps > 0 always
 
     def work(sl, buf):
         o = out[:, sl]
         t = buf[0][:, : sl.stop - sl.start]
         np.add(before[:, sl], e, out=t, dtype=np.float32, casting="unsafe")
-        if signed and t.min() < tiny:                 # values at or below -eps
-            np.maximum(t, tiny, out=t)
         np.add(after[:, sl], e, out=o, dtype=np.float32, casting="unsafe")
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             np.divide(o, t, out=o)
 
-    _run_rows(rows, cols * b, work, lambda step: (np.empty((b, step, cols), np.float32),), threads)
+    _run_rows(rows, cols * b, work, lambda step: (np.empty((b, step, cols), np.float32),), threads,
+              chunk_pixels=1 << 18)
     if valid is not None:
         inv = ~np.asarray(valid, bool)
         if inv.any():
