@@ -457,9 +457,14 @@ def cva(before: np.ndarray, after: np.ndarray, *, scale: np.ndarray | None = Non
 
 
 def _chi2_sf(x: np.ndarray, dof: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Upper tail of chi2(dof), float32, vectorised; closed form for even ``dof``."""
-    if dof % 2 == 0 and dof <= 64:
+    """Upper tail of chi2(dof), float32, vectorised; closed form for even ``dof`` up to 16.
+
+    ``x / 2`` is clipped at 200 for the closed form: the tail underflows to 0
+    there, and the series stays far from float32 overflow.
+    """
+    if dof % 2 == 0 and dof <= 16:
         h = np.multiply(x, np.float32(0.5), dtype=np.float32)
+        np.clip(h, 0, 200, out=h)
         term = np.ones_like(h)
         acc = np.ones_like(h)
         for k in range(1, dof // 2):
@@ -776,8 +781,8 @@ def pca_kmeans(before: np.ndarray, after: np.ndarray, *, block: int = 3, energy:
     from scipy import ndimage as ndi
 
     _check(before, after, valid)
-    if block < 2:
-        raise InputError("pca_kmeans needs block >= 2.")
+    if block < 2 or iterations < 1:
+        raise InputError("pca_kmeans needs block >= 2 and iterations >= 1.")
     d = cva(before, after, scale=scale, valid=valid)
     rows, cols = d.shape
     h = block
@@ -818,8 +823,8 @@ def pca_kmeans(before: np.ndarray, after: np.ndarray, *, block: int = 3, energy:
         if np.allclose(n0, c0) and np.allclose(n1, c1):
             break
         c0, c1 = n0, n1
-    if dv[lab].mean() < dv[~lab].mean() if lab.any() and (~lab).any() else False:
-        c0, c1 = c1, c0
+    if lab.any() and (~lab).any() and dv[lab].mean() < dv[~lab].mean():
+        c0, c1 = c1, c0                              # the change cluster has the larger difference
     # |f-c0|^2 - |f-c1|^2 = 2 f.(c1-c0) + |c0|^2 - |c1|^2, linear in f
     g = (2 * (c1 - c0)).astype(np.float32)
     k0 = np.float32(c0 @ c0 - c1 @ c1)
