@@ -11,9 +11,9 @@ Datasets (in ``../shared/data``, or the folder given by ``--data`` or
 For every kernel + threshold, and for :func:`changedetect.pair.detect_pair` with
 its defaults (radiometric normalisation + kernel + threshold + cleanup), the
 confusion counts of all pairs of a dataset are summed and the pooled F1, IoU
-and Cohen's kappa reported. Kernels other than IR-MAD (which is invariant to
-gains and offsets) run on the after image normalised to the before one by
-IR-MAD pseudo-invariant pixels, as the pipeline does.
+and Cohen's kappa reported. Kernels other than IR-MAD and structural (which
+are invariant to gains and offsets) run on the after image normalised to the
+before one by IR-MAD pseudo-invariant pixels, as the pipeline does.
 
 Usage::
 
