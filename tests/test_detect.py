@@ -510,3 +510,20 @@ def test_pixelwise_kernels_give_the_same_on_blocks_as_on_the_whole():
         w = fn(before, after)
         blocks = np.concatenate([fn(before[:, sl], after[:, sl]) for sl in (top, bottom)], axis=-2)
         np.testing.assert_array_equal(blocks, w)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float64])
+def test_integer_imagery_gives_the_same_as_float(dtype):
+    # RGB 8-bit or 16-bit DNs go straight in: no wrap-around in the subtraction, no copies needed
+    before, after, _ = pair_with_block(bands=3, size=48, seed=14)
+    hi = 250 if dtype == np.uint8 else 3000
+    scale = hi / max(before.max(), after.max())
+    b = np.clip(np.rint(before * scale), 0, hi).astype(dtype)
+    a = np.clip(np.rint(after * scale), 0, hi).astype(dtype)
+    bf, af = b.astype(np.float32), a.astype(np.float32)
+    np.testing.assert_array_equal(difference(b, a), difference(bf, af))
+    np.testing.assert_allclose(log_ratio(b, a), log_ratio(bf, af), atol=1e-6)
+    np.testing.assert_allclose(cva(b, a), cva(bf, af), rtol=1e-5)
+    np.testing.assert_allclose(irmad(b, a).chi2, irmad(bf, af).chi2, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(structural(b, a), structural(bf, af), atol=1e-5)
+    assert difference(b, a).min() < 0                     # after < before somewhere: no wrap
