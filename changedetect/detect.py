@@ -839,7 +839,8 @@ def pca_kmeans(before: np.ndarray, after: np.ndarray, *, block: int = 3, energy:
 
 
 def structural(before: np.ndarray, after: np.ndarray, *, size: int = 7,
-               valid: np.ndarray | None = None, floor: float = 0.1) -> np.ndarray:
+               valid: np.ndarray | None = None, floor: float = 0.1,
+               threads: int | None = None) -> np.ndarray:
     """Loss of local structure: the two images' gradient fields stop agreeing.
 
     On the band means, Sobel gradients ``g1``, ``g2`` are compared over a
@@ -857,6 +858,9 @@ def structural(before: np.ndarray, after: np.ndarray, *, size: int = 7,
     Like the structure term of SSIM (Wang et al. 2004) it ignores brightness
     and contrast: the score is exactly invariant to a positive gain and any
     offset of either image (``c_i`` scales with the image), and symmetric.
+    Row blocks, grown by the filters' reach, are shared among ``threads``
+    (default: every core); the medians come from a regular sample of at most
+    a million valid pixels.
 
     Returns
     -------
@@ -882,23 +886,44 @@ def structural(before: np.ndarray, after: np.ndarray, *, size: int = 7,
         if not v.all() and v.any():                 # invalid pixels must not shape valid edges
             x = np.where(v, x, np.float32(x[v].mean()))
             y = np.where(v, y, np.float32(y[v].mean()))
-    gx1, gy1 = ndi.sobel(x, axis=1, mode="nearest"), ndi.sobel(x, axis=0, mode="nearest")
-    gx2, gy2 = ndi.sobel(y, axis=1, mode="nearest"), ndi.sobel(y, axis=0, mode="nearest")
-    s12 = ndi.uniform_filter(gx1 * gx2 + gy1 * gy2, size, mode="nearest")
-    s11 = ndi.uniform_filter(gx1 * gx1 + gy1 * gy1, size, mode="nearest")
-    s22 = ndi.uniform_filter(gx2 * gx2 + gy2 * gy2, size, mode="nearest")
-    del gx1, gy1, gx2, gy2
-    sel = v if v is not None and v.any() else slice(None)
-    c1 = np.float32(max(floor * float(np.median(s11[sel])), 1e-30))
-    c2 = np.float32(max(floor * float(np.median(s22[sel])), 1e-30))
-    ev = np.maximum(s11 / (s11 + c1), s22 / (s22 + c2))   # texture present in either image
-    den = np.sqrt(s11 * s22)
-    r = np.divide(s12, np.maximum(den, np.float32(1e-30)), out=s12)
-    np.clip(r, -1, 1, out=r)
-    score = np.subtract(1.0, r, out=r)
-    score *= np.float32(0.5)
-    score *= ev
-    return _zero_invalid(score.astype(np.float32, copy=False), valid)
+    rows, cols = x.shape
+    s11 = np.empty((rows, cols), np.float32)
+    s22 = np.empty((rows, cols), np.float32)
+    s12 = np.empty((rows, cols), np.float32)
+    halo = size // 2 + 1                            # Sobel's 1 px plus the window's half-width
+
+    def sums(sl, buf):
+        # rows sl of the windowed gradient sums, from rows sl grown by the halo: the same
+        # values as on the whole image (mode="nearest" only acts at the image's own edges)
+        r0, r1 = max(0, sl.start - halo), min(rows, sl.stop + halo)
+        inner = slice(sl.start - r0, sl.stop - r0)
+        gx1, gy1 = ndi.sobel(x[r0:r1], axis=1, mode="nearest"), ndi.sobel(x[r0:r1], axis=0, mode="nearest")
+        gx2, gy2 = ndi.sobel(y[r0:r1], axis=1, mode="nearest"), ndi.sobel(y[r0:r1], axis=0, mode="nearest")
+        for out, (p, q, u, w) in ((s12, (gx1, gx2, gy1, gy2)), (s11, (gx1, gx1, gy1, gy1)),
+                                  (s22, (gx2, gx2, gy2, gy2))):
+            prod = p * q
+            prod += u * w
+            out[sl] = ndi.uniform_filter(prod, size, mode="nearest")[inner]
+
+    _run_rows(rows, cols, sums, lambda step: None, threads, chunk_pixels=1 << 17)
+    idx = sample_pixels(v if v is not None and v.any() else None, (rows, cols), 1 << 20)
+    c1 = np.float32(max(floor * float(np.median(s11.ravel()[idx])), 1e-30))
+    c2 = np.float32(max(floor * float(np.median(s22.ravel()[idx])), 1e-30))
+
+    def finish(sl, buf):
+        a11, a22, r = s11[sl], s22[sl], s12[sl]
+        ev = a11 / (a11 + c1)
+        np.maximum(ev, a22 / (a22 + c2), out=ev)      # texture present in either image
+        den = np.sqrt(a11 * a22)
+        np.maximum(den, np.float32(1e-30), out=den)
+        np.divide(r, den, out=r)
+        np.clip(r, -1, 1, out=r)
+        np.subtract(1.0, r, out=r)
+        r *= np.float32(0.5)
+        r *= ev
+
+    _run_rows(rows, cols, finish, lambda step: None, threads, chunk_pixels=1 << 16)
+    return _zero_invalid(s12, valid)
 
 
 def change_score(before: np.ndarray, after: np.ndarray, *, method: str = "cva",

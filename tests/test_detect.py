@@ -527,3 +527,28 @@ def test_integer_imagery_gives_the_same_as_float(dtype):
     np.testing.assert_allclose(irmad(b, a).chi2, irmad(bf, af).chi2, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(structural(b, a), structural(bf, af), atol=1e-5)
     assert difference(b, a).min() < 0                     # after < before somewhere: no wrap
+
+
+def test_structural_blocks_match_the_whole_image_formula():
+    from scipy import ndimage as ndi
+
+    import changedetect.detect as D
+
+    before, after, _ = pair_with_block(bands=3, size=150, seed=15)
+    x, y = before.mean(axis=0).astype(np.float32), after.mean(axis=0).astype(np.float32)
+    g = [ndi.sobel(z, axis=ax, mode="nearest") for z in (x, y) for ax in (1, 0)]
+    s12 = ndi.uniform_filter(g[0] * g[2] + g[1] * g[3], 7, mode="nearest")
+    s11 = ndi.uniform_filter(g[0] ** 2 + g[1] ** 2, 7, mode="nearest")
+    s22 = ndi.uniform_filter(g[2] ** 2 + g[3] ** 2, 7, mode="nearest")
+    c1, c2 = 0.1 * np.median(s11), 0.1 * np.median(s22)
+    ev = np.maximum(s11 / (s11 + c1), s22 / (s22 + c2))
+    want = ev * (1 - np.clip(s12 / np.sqrt(s11 * s22), -1, 1)) / 2
+    whole = structural(before, after, threads=1)
+    np.testing.assert_allclose(whole, want, atol=2e-5)
+    orig = D._run_rows
+    try:                                    # force many small blocks on two threads
+        D._run_rows = lambda r, p, w, b, t, chunk_pixels=0: orig(r, p, w, b, 2, chunk_pixels=450)
+        blocks = structural(before, after)
+    finally:
+        D._run_rows = orig
+    np.testing.assert_allclose(blocks, whole, atol=2e-5)
