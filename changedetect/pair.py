@@ -35,7 +35,7 @@ import numpy as np
 from . import detect
 from .errors import EmptyDataError, InputError
 from .objects import clean_mask
-from .radiometry import Normalization, apply_normalization, fit_normalization, match_histograms
+from .radiometry import normalize
 
 __all__ = ["PairConfig", "PairResult", "detect_pair"]
 
@@ -381,13 +381,8 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
         masked = r.masked | cloudy
         return dataclasses.replace(r, masked=masked, config=config,
                                    normalization={**r.normalization, "cloud_band_pixels": int(cloudy.sum())})
-    if config.normalization == "irmad":
-        norm: Normalization = fit_normalization(before, after, valid=v)
-        after_n = apply_normalization(after, norm)
-        norm_rec = {"method": "irmad", **norm.to_dict()}
-    elif config.normalization == "histogram":
-        after_n = match_histograms(before, after, valid=v)
-        norm_rec = {"method": "histogram"}
+    if config.normalization in ("irmad", "histogram"):
+        after_n, norm_rec = normalize(before, after, valid=v, method=config.normalization)
     elif config.normalization == "zscore":
         zb, before_n = _zscore(before, v)
         za, after_n = _zscore(after, v)
@@ -399,13 +394,17 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     look_b, look_a = before, (after if config.normalization == "zscore" else after_n)
     if config.normalization == "zscore":
         before = before_n
-    if config.presmooth > 0:
-        sig = (0, config.presmooth, config.presmooth)
-        kb = ndi.gaussian_filter(before, sig, mode="nearest")
-        ka = ndi.gaussian_filter(after, sig, mode="nearest")
-        kan = ndi.gaussian_filter(after_n, sig, mode="nearest")
-    else:
-        kb, ka, kan = before, after, after_n
+
+    def smoothed(img):
+        if config.presmooth <= 0:
+            return img
+        return ndi.gaussian_filter(img, (0, config.presmooth, config.presmooth), mode="nearest")
+
+    kb, kan = smoothed(before), smoothed(after_n)
+    # only the gain-blind kernels read the un-normalised after image: smooth it only for them
+    ka = None
+    if config.kernel in ("irmad", "structural", "combined"):
+        ka = kan if after_n is after else smoothed(after)
     score, statistic = _score(kb, ka, kan, v, config)
     if config.smooth > 0:
         score = ndi.gaussian_filter(score, config.smooth, mode="nearest")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .detect import fit_irmad, sample_pixels
 from .errors import EmptyDataError, InputError
 
 __all__ = ["Normalization", "normalize", "fit_normalization", "apply_normalization",
@@ -126,8 +127,6 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
     >>> np.round(n.gain, 2).tolist(), np.round(n.offset, 0).tolist()
     ([1.5, 1.5], [20.0, 20.0])
     """
-    from .detect import fit_irmad, sample_pixels
-
     reference = np.asarray(reference)
     target = np.asarray(target)
     if reference.shape != target.shape or reference.ndim != 3:
@@ -200,8 +199,6 @@ def match_histograms(reference: np.ndarray, target: np.ndarray, *, valid: np.nda
     >>> float(np.abs(out - ref).max()) < 1e-3
     True
     """
-    from .detect import sample_pixels
-
     reference = np.asarray(reference)
     target = np.asarray(target)
     if reference.ndim != 3 or target.ndim != 3 or reference.shape[0] != target.shape[0]:
