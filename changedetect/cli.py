@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minimum mapping unit in square metres (default: 30)")
     p.add_argument("--max-elongation", type=float, default=6.0, metavar="RATIO",
                    help="drop changes longer than RATIO times their width (shadow slivers; default: 6)")
+    p.add_argument("--buildings", metavar="FILE",
+                   help="footprints of known buildings (GeoPackage, GeoJSON, Shapefile; any CRS, e.g. "
+                        "an OpenStreetMap extract): adds per-building status and change dates "
+                        "(buildings layer, buildings.geojson, building_dates.csv)")
+    p.add_argument("--building-id-column", metavar="NAME",
+                   help="column of --buildings holding the ids (default: building_id, id, Id, ID, "
+                        "osm_id, osm_way_id or fid, else numbered in file order)")
     p.add_argument("--out", default="results", metavar="DIR", help="output folder (default: results)")
     p.add_argument("--format", action="append", choices=FORMATS, dest="formats",
                    help="output format, repeatable (default: gpkg and geojson)")
@@ -97,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         min_magnitude=args.min_magnitude, alpha=args.alpha, persistence=args.persistence,
                         min_area_m2=args.min_area, max_elongation=args.max_elongation,
                         block=args.block, save_registered=args.save_registered,
+                        buildings=args.buildings, building_id_column=args.building_id_column,
                         formats=tuple(args.formats or ("gpkg", "geojson")))
         result = detect_changes(args.images, args.out, config=config, manifest=args.manifest,
                                 progress=_Progress(not args.quiet))
@@ -115,6 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _, row in ch.iterrows():
             print(f"  {row.change_id}  {row.kind:<10} {row.last_absent} .. {row.first_present}  "
                   f"{row.area_m2:8.1f} m2  confidence {row.confidence:.2f}")
+        if result.buildings is not None:
+            counts = result.buildings["status"].value_counts()
+            print(f"{len(result.buildings)} given footprints: "
+                  + ", ".join(f"{int(counts.get(k, 0))} {k.replace('_', ' ')}"
+                              for k in ("changed", "demolished", "unchanged", "not_observable")))
+            for _, row in result.buildings[result.buildings["status"].isin(("changed", "demolished"))].iterrows():
+                print(f"  {row.building_id}  {row.kind:<10} {row.last_absent} .. {row.first_present}  "
+                      f"{100 * row.changed_fraction:5.1f}% changed  confidence {row.confidence:.2f}")
         regs = [r for r in result.registrations if r.model not in ("identity",)]
         if regs:
             worst = max((r.rmse_px for r in regs if r.rmse_px == r.rmse_px), default=float("nan"))

@@ -34,7 +34,7 @@ from .objects import classify_kind, clean_mask, label_objects, object_shape, pol
 from .radiometry import Normalization, apply_normalization, fit_normalization
 from .stack import Stack, check_not_empty, open_stack
 from .timeline import series_change, step_change
-from .vector import FORMATS, export, to_geodataframe
+from .vector import FORMATS, buildings_to_frames, export, export_buildings, to_geodataframe
 
 __all__ = ["Config", "Result", "detect_changes"]
 
@@ -97,6 +97,15 @@ class Config:
         Folder where every scene, co-registered onto the reference grid, is
         written as ``<name>_registered.tif`` (only when ``out_dir`` is given;
         relative to the working directory).
+    buildings : str, optional
+        Footprints of known buildings (GeoPackage, GeoJSON, Shapefile; any CRS):
+        every footprint gets change statistics, a status per date and the
+        bracket of its change (``Result.buildings``, ``Result.building_dates``),
+        and detected changes that fall on a footprint carry its ``building_id``.
+    building_id_column : str, optional
+        Column of ``buildings`` holding the ids; by default the first of
+        ``building_id``, ``id``, ``Id``, ``ID``, ``osm_id``, ``osm_way_id``,
+        ``fid``, else ``bld-00001``... in file order.
     """
 
     reference: str | int = "first"
@@ -114,6 +123,8 @@ class Config:
     formats: tuple[str, ...] = ("gpkg", "geojson")
     seed: int = 0
     save_registered: str | None = None
+    buildings: str | None = None
+    building_id_column: str | None = None
 
     def __post_init__(self):
         choices = {"coregister": ("local", "global", "none"),
@@ -155,12 +166,27 @@ class Result:
         The run record (also written as run.json).
     outputs : dict
         Output name to path (empty when no ``out_dir`` was given).
+    buildings : geopandas.GeoDataFrame or None
+        With ``Config.buildings``: one row per footprint (in the stack's CRS),
+        ``building_id``, ``status`` (``unchanged``, ``changed``, ``demolished``,
+        ``not_observable``), ``kind``, ``last_absent``, ``first_present``,
+        ``confidence``, ``score``, ``changed_fraction``, ``changed_area_m2``,
+        ``area_m2``, ``n_observations``.
+    building_dates : pandas.DataFrame or None
+        One row per footprint and date: ``building_id``, ``date``, ``status``,
+        ``mean_score``, ``max_score``, ``changed_fraction``, ``valid_fraction``.
+    building_masks : geopandas.GeoDataFrame or None
+        Each footprint's change mask as polygons (``building_id``, ``area_m2``):
+        the pixels of the footprint whose own series has a significant step.
     """
 
     changes: object
     registrations: tuple[Registration, ...]
     run: dict
     outputs: dict = field(default_factory=dict)
+    buildings: object = None
+    building_dates: object = None
+    building_masks: object = None
 
 
 def _versions() -> dict:
@@ -505,6 +531,142 @@ def _masked_mean(images: np.ndarray, usable: np.ndarray) -> np.ndarray:
     return np.einsum("tbij,tij->bij", images, u) / np.maximum(u.sum(axis=0), 1)
 
 
+def _footprint_windows(footprints, stack: Stack, margin: int):
+    """Per footprint: its pixel window on the grid, unclipped (row0, row1, col0, col1), grown by ``margin``."""
+    inv = ~stack.transform
+    b = footprints.geometry.bounds.to_numpy()
+    corners = [inv * (x, y) for x, y in ((b[:, 0], b[:, 1]), (b[:, 2], b[:, 3]),
+                                          (b[:, 0], b[:, 3]), (b[:, 2], b[:, 1]))]
+    cols = np.array([c for c, _ in corners])
+    rows = np.array([r for _, r in corners])
+    return np.stack([np.floor(rows.min(0)) - margin, np.ceil(rows.max(0)) + margin,
+                     np.floor(cols.min(0)) - margin, np.ceil(cols.max(0)) + margin],
+                    axis=1).astype(np.int64)
+
+
+def _building_change_table(stack: Stack, model: _Model, footprints, regs, config: Config,
+                           progress: Progress | None):
+    """Change statistics of every given footprint, read block by block.
+
+    Footprints are grouped by the block of the grid holding their centre; each
+    group's windows are read together once (a footprint far larger than a block
+    is read on its own), so memory follows the block size, not the grid.
+    Returns the per-building records, the per-date rows and the change-mask polygons.
+    """
+    from rasterio.windows import Window
+
+    from .buildings import building_change, footprint_mask
+
+    dates = stack.dates
+    rmse = [0.0 if r.model == "identity" else r.rmse_px for r in regs]
+    margin = 4
+    wins = _footprint_windows(footprints, stack, margin)
+    h, w = stack.shape
+    blk = config.block
+    centre = np.stack([(wins[:, 0] + wins[:, 1]) // 2, (wins[:, 2] + wins[:, 3]) // 2], axis=1)
+    key = np.clip(centre[:, 0] // blk, 0, None) * (w // blk + 2) + np.clip(centre[:, 1] // blk, 0, None)
+    inside = (wins[:, 1] > 0) & (wins[:, 0] < h) & (wins[:, 3] > 0) & (wins[:, 2] < w)
+    records: list = [None] * len(footprints)
+    date_rows: list = [None] * len(footprints)
+    masks: list = []
+    ids = footprints["building_id"].tolist()
+    geoms = footprints.geometry.values
+
+    def unobservable(i):
+        records[i] = {"building_id": ids[i], "status": "not_observable", "kind": None,
+                      "last_absent": None, "first_present": None, "confidence": 0.0, "score": 0.0,
+                      "changed_fraction": 0.0, "changed_area_m2": 0.0,
+                      "area_m2": round(_area_m2(geoms[i], stack.crs), 2), "n_observations": 0}
+        date_rows[i] = [{"building_id": ids[i], "date": d.isoformat(), "status": "not_observable",
+                         "mean_score": float("nan"), "max_score": float("nan"),
+                         "changed_fraction": float("nan"), "valid_fraction": 0.0} for d in dates]
+
+    for i in np.flatnonzero(~inside):
+        unobservable(int(i))
+    groups: dict[int, list[int]] = {}
+    for i in np.flatnonzero(inside):
+        groups.setdefault(int(key[i]), []).append(int(i))
+    # a group is read as one window unless that window is much larger than a block
+    jobs = []
+    for k in sorted(groups):
+        members = groups[k]
+        r0, r1 = max(0, wins[members, 0].min()), min(h, wins[members, 1].max())
+        c0, c1 = max(0, wins[members, 2].min()), min(w, wins[members, 3].max())
+        if (r1 - r0) * (c1 - c0) <= 4 * blk * blk or len(members) == 1:
+            jobs.append((members, (int(r0), int(r1), int(c0), int(c1))))
+        else:
+            for i in members:
+                jobs.append(([i], (int(max(0, wins[i, 0])), int(min(h, wins[i, 1])),
+                                   int(max(0, wins[i, 2])), int(min(w, wins[i, 3])))))
+    done = 0
+    for members, (r0, r1, c0, c1) in jobs:
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        images, usable = _read_series(stack, model, window, config)
+        _, changed_px = _pixel_steps(images, usable, model, config)
+        for i in members:
+            wr0, wr1, wc0, wc1 = (int(v) for v in wins[i])
+            # rasterise on the unclipped window, so a footprint partly off the grid keeps its size
+            full = footprint_mask(geoms[i], stack.window_transform(Window(wc0, wr0, wc1 - wc0, wr1 - wr0)),
+                                  (wr1 - wr0, wc1 - wc0))
+            a0, a1, b0, b1 = max(wr0, r0), min(wr1, r1), max(wc0, c0), min(wc1, c1)
+            fp = full[a0 - wr0:a1 - wr0, b0 - wc0:b1 - wc0]
+            if not fp.any():
+                unobservable(i)
+                continue
+            sl = (slice(a0 - r0, a1 - r0), slice(b0 - c0, b1 - c0))
+            ch = building_change(images[(slice(None), slice(None)) + sl], usable[(slice(None),) + sl],
+                                 fp, scale=model.noise, min_magnitude=config.min_magnitude,
+                                 min_fstat=model.min_fstat, persistence=config.persistence,
+                                 changed_pixels=changed_px[sl], footprint_pixels=int(full.sum()),
+                                 registration_rmse_px=rmse)
+            px_area = _area_m2(geoms[i], stack.crs) / max(int(full.sum()), 1)
+            records[i] = {
+                "building_id": ids[i], "status": ch.status, "kind": ch.kind,
+                "last_absent": None if ch.last_absent is None else dates[ch.last_absent].isoformat(),
+                "first_present": None if ch.first_present is None else dates[ch.first_present].isoformat(),
+                "confidence": round(ch.confidence, 3), "score": round(ch.score, 3),
+                "changed_fraction": round(ch.changed_fraction, 4),
+                "changed_area_m2": round(float(ch.change_mask.sum()) * px_area, 2),
+                "area_m2": round(_area_m2(geoms[i], stack.crs), 2), "n_observations": ch.n_observations}
+            date_rows[i] = [{"building_id": ids[i], "date": d.isoformat(), "status": ch.date_status[t],
+                             "mean_score": round(float(ch.mean_score[t]), 3),
+                             "max_score": round(float(ch.max_score[t]), 3),
+                             "changed_fraction": round(float(ch.date_changed_fraction[t]), 4),
+                             "valid_fraction": round(float(ch.valid_fraction[t]), 4)}
+                            for t, d in enumerate(dates)]
+            if ch.change_mask.any():
+                geom = polygonize(ch.change_mask, stack.window_transform(Window(b0, a0, b1 - b0, a1 - a0)))
+                masks.append({"building_id": ids[i], "area_m2": round(_area_m2(geom, stack.crs), 2),
+                              "geometry": geom})
+        done += len(members)
+        if progress is not None:
+            progress("buildings", done, int(inside.sum()))
+    return records, [r for rows in date_rows for r in rows], masks
+
+
+def _attach_building_ids(changes, footprints) -> None:
+    """Give each detected change the id of the footprint it mostly falls on (in place).
+
+    A change belongs to a footprint when their overlap covers at least half of
+    either: an annex on a mapped building, or a mapped building found as a change.
+    """
+    if len(changes) == 0 or len(footprints) == 0:
+        return
+    import shapely
+
+    tree = shapely.STRtree(footprints.geometry.values)
+    out = []
+    for g in changes.geometry.values:
+        best, best_ov = None, 0.0
+        for j in tree.query(g, predicate="intersects"):
+            f = footprints.geometry.values[j]
+            ov = shapely.area(shapely.intersection(g, f))
+            if ov >= 0.5 * min(g.area, f.area) and ov > best_ov:
+                best, best_ov = footprints["building_id"].iloc[j], ov
+        out.append(best)
+    changes["building_id"] = out
+
+
 def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None, *,
                    config: Config | None = None, manifest: str | os.PathLike | None = None,
                    progress: Progress | None = None) -> Result:
@@ -547,6 +709,9 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     stack = open_stack(images, manifest=manifest, reference=config.reference)
     for i in range(len(stack)):
         check_not_empty(stack, i)
+    footprints = None
+    if config.buildings is not None:
+        footprints = _open_footprints(stack, config)
     t = mark("open", t0)
     warnings: list[str] = []
     requested = config
@@ -592,6 +757,13 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         records = _objects(stack, model, first_path, regs, config, progress)
     changes = to_geodataframe(records, crs=stack.crs)
     t = mark("objects", t)
+    buildings = building_dates = building_masks = None
+    if footprints is not None:
+        rec, rows, masks = _building_change_table(stack, model, footprints, regs, config, progress)
+        buildings, building_dates, building_masks = buildings_to_frames(footprints, rec, rows, masks,
+                                                                        crs=stack.crs)
+        _attach_building_ids(changes, footprints)
+        t = mark("buildings", t)
 
     run = {
         "changedetect": __version__,
@@ -617,14 +789,42 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         "changes_by_kind": {k: int(v) for k, v in changes["kind"].value_counts().sort_index().items()},
         "timings_s": timings,
     }
+    if footprints is not None:
+        run["buildings"] = {
+            "path": str(Path(config.buildings).resolve()), "sha256": sha256_file(config.buildings),
+            "n": int(len(buildings)),
+            "by_status": {k: int(v) for k, v in buildings["status"].value_counts().sort_index().items()},
+            "changes_on_footprints": int(changes["building_id"].notna().sum())}
     outputs: dict = {}
     if out_dir is not None:
-        outputs = _write_outputs(Path(out_dir), changes, run, config, stack, regs, progress)
+        outputs = _write_outputs(Path(out_dir), changes, run, config, stack, regs, progress,
+                                 buildings=(buildings, building_dates, building_masks))
     timings["total"] = round(time.perf_counter() - t0, 3)
-    return Result(changes=changes, registrations=regs, run=run, outputs=outputs)
+    return Result(changes=changes, registrations=regs, run=run, outputs=outputs, buildings=buildings,
+                  building_dates=building_dates, building_masks=building_masks)
 
 
-def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, regs, progress) -> dict:
+def _open_footprints(stack: Stack, config: Config):
+    """Read ``config.buildings`` onto the stack's CRS; none of them on the imagery is an error."""
+    from rasterio.transform import array_bounds
+    from shapely.geometry import box
+
+    from .buildings import read_footprints
+    from .errors import NoOverlapError
+
+    fps = read_footprints(config.buildings, stack.crs, id_column=config.building_id_column)
+    extent = box(*array_bounds(stack.height, stack.width, stack.transform))
+    if not fps.intersects(extent).any():
+        fb = fps.total_bounds
+        raise NoOverlapError(
+            f"None of the {len(fps)} footprints in {config.buildings} falls on the imagery "
+            f"(footprints span {fb.round(1).tolist()}, imagery {list(np.round(extent.bounds, 1))} in "
+            f"{stack.crs.to_string()}); check that the file covers this site and that its CRS is right.")
+    return fps
+
+
+def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, regs, progress, *,
+                   buildings=(None, None, None)) -> dict:
     """Write everything to a staging folder, then move it into ``out_dir``."""
     from .coregister import save_registered
     from .errors import OutputError
@@ -637,6 +837,8 @@ def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, reg
                           "Choose another --out.") from None
     try:
         written = export(changes, staging, formats=config.formats)
+        if buildings[0] is not None:
+            written.update(export_buildings(*buildings, staging, formats=config.formats))
         run["outputs"] = {p.name: sha256_file(p) for p in written.values()}
         registered = {}
         if config.save_registered:

@@ -16,11 +16,18 @@ from xml.sax.saxutils import escape
 from .errors import InputError
 from .io import atomic_path
 
-__all__ = ["COLUMNS", "FORMATS", "to_geodataframe", "export"]
+__all__ = ["COLUMNS", "FORMATS", "BUILDING_COLUMNS", "BUILDING_DATE_COLUMNS", "to_geodataframe",
+           "export", "buildings_to_frames", "export_buildings"]
 
 COLUMNS = ("change_id", "kind", "last_absent", "first_present", "area_m2", "confidence", "score",
            "registration_rmse_px", "n_observations", "building_id")
 FORMATS = ("gpkg", "geojson", "kml")
+#: Columns of the per-building table (one row per given footprint).
+BUILDING_COLUMNS = ("building_id", "status", "kind", "last_absent", "first_present", "confidence",
+                    "score", "changed_fraction", "changed_area_m2", "area_m2", "n_observations")
+#: Columns of the per-building, per-date table.
+BUILDING_DATE_COLUMNS = ("building_id", "date", "status", "mean_score", "max_score",
+                         "changed_fraction", "valid_fraction")
 _DTYPES = {"change_id": "str", "kind": "str", "last_absent": "str", "first_present": "str",
            "area_m2": "float64", "confidence": "float64", "score": "float64",
            "registration_rmse_px": "float64", "n_observations": "int64", "building_id": "object"}
@@ -110,4 +117,73 @@ def export(gdf, out_dir: str | os.PathLike, *, formats: Sequence[str] = ("gpkg",
             else:
                 _write_kml(gdf, tmp)
         written[fmt] = path
+    return written
+
+
+def buildings_to_frames(footprints, records: Sequence[Mapping], date_rows: Sequence[Mapping],
+                        masks: Sequence[Mapping], *, crs):
+    """The three per-building tables from the pipeline's records.
+
+    Returns
+    -------
+    buildings : GeoDataFrame
+        One row per footprint (its geometry), :data:`BUILDING_COLUMNS`.
+    dates : DataFrame
+        One row per footprint and date, :data:`BUILDING_DATE_COLUMNS`.
+    masks : GeoDataFrame
+        The changed part of each footprint that has one (``building_id``, ``area_m2``).
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    b = pd.DataFrame([{c: r.get(c) for c in BUILDING_COLUMNS} for r in records],
+                     columns=list(BUILDING_COLUMNS))
+    for c in ("confidence", "score", "changed_fraction", "changed_area_m2", "area_m2"):
+        b[c] = b[c].astype("float64")
+    b["n_observations"] = b["n_observations"].astype("int64")
+    for c in ("kind", "last_absent", "first_present"):      # None stays None (pandas would say NaN)
+        b[c] = pd.Series([r.get(c) for r in records], dtype=object)
+    buildings = gpd.GeoDataFrame(b, geometry=list(footprints.geometry.values), crs=crs)
+    dates = pd.DataFrame(list(date_rows), columns=list(BUILDING_DATE_COLUMNS))
+    m = gpd.GeoDataFrame({"building_id": [r["building_id"] for r in masks],
+                          "area_m2": [float(r["area_m2"]) for r in masks]},
+                         geometry=[r["geometry"] for r in masks], crs=crs)
+    return buildings, dates, m
+
+
+def export_buildings(buildings, dates, masks, out_dir: str | os.PathLike, *,
+                     formats: Sequence[str] = ("gpkg", "geojson")) -> dict[str, Path]:
+    """Write the per-building tables next to the change table.
+
+    * GeoPackage: layers ``buildings``, ``building_masks`` and ``building_dates``
+      (an attribute table) added to ``changes.gpkg``, which must already exist;
+    * GeoJSON: ``buildings.geojson`` (EPSG:4326);
+    * always ``building_dates.csv``, one row per building and date.
+
+    Returns
+    -------
+    dict
+        Output name to written path.
+    """
+    import pyogrio
+
+    out_dir = Path(out_dir)
+    written: dict[str, Path] = {}
+    if "gpkg" in formats:
+        path = out_dir / "changes.gpkg"
+        if not path.exists():
+            raise InputError(f"{path} does not exist; export the change table first.")
+        buildings.to_file(path, layer="buildings", driver="GPKG", engine="pyogrio")
+        masks.to_file(path, layer="building_masks", driver="GPKG", engine="pyogrio")
+        pyogrio.write_dataframe(dates, path, layer="building_dates", driver="GPKG")
+    if "geojson" in formats:
+        path = out_dir / "buildings.geojson"
+        with atomic_path(path) as tmp:
+            buildings.to_crs("EPSG:4326").to_file(tmp, driver="GeoJSON", engine="pyogrio",
+                                                   layer_options={"RFC7946": "YES", "WRITE_NAME": "NO"})
+        written["buildings.geojson"] = path
+    path = out_dir / "building_dates.csv"
+    with atomic_path(path) as tmp:
+        dates.to_csv(tmp, index=False, float_format="%.4f")
+    written["building_dates.csv"] = path
     return written

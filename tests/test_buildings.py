@@ -1,0 +1,361 @@
+"""Per-building change for given footprints: hand-computed statistics, reading, the pipeline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+from shapely.geometry import Point, box
+
+from changedetect.buildings import building_change, footprint_mask, read_footprints
+from changedetect.pipeline import _texture
+from changedetect.errors import CRSError, InputError, NoOverlapError, UnreadableFileError
+
+SIGMA = np.array([1.0])
+
+
+def series(values, *, shape=(12, 12), fp=(slice(3, 9), slice(3, 9)), bands=1):
+    """A (dates, bands, rows, cols) stack: 0 outside the footprint, values[t] inside on date t."""
+    img = np.zeros((len(values), bands) + shape)
+    for t, v in enumerate(values):
+        img[t, :, fp[0], fp[1]] = v
+    mask = np.zeros(shape, bool)
+    mask[fp] = True
+    return img, np.ones((len(values),) + shape, bool), mask
+
+
+# --------------------------------------------------------------- hand-computed statistics
+
+def test_statistics_per_date_by_hand():
+    # 2 x 2 footprint, one band, sigma 2: pixel values per date, the roof arrives on date 2
+    img = np.zeros((4, 1, 6, 6))
+    fp = np.zeros((6, 6), bool)
+    fp[2:4, 2:4] = True
+    before = np.array([[1.0, 3.0], [1.0, 3.0]])
+    img[0, 0, 2:4, 2:4] = before
+    img[1, 0, 2:4, 2:4] = before + [[2.0, 0.0], [0.0, -2.0]]       # noise around the same state
+    img[2, 0, 2:4, 2:4] = [[61.0, 63.0], [1.0, 3.0]]                # top half roofed
+    img[3, 0, 2:4, 2:4] = [[61.0, 63.0], [1.0, 3.0]]
+    usable = np.ones((4, 6, 6), bool)
+    c = building_change(img, usable, fp, scale=np.array([2.0]), min_magnitude=14.0, persistence=2)
+    assert c.status == "changed" and (c.last_absent, c.first_present) == (1, 2)
+    # the state before is the mean of dates 0 and 1 per pixel: [[2, 3], [1, 2]]
+    base = np.array([[2.0, 3.0], [1.0, 2.0]])
+    for t in range(4):
+        d = np.abs(img[t, 0, 2:4, 2:4] - base) / 2.0
+        assert c.mean_score[t] == pytest.approx(d.mean())
+        assert c.max_score[t] == pytest.approx(d.max())
+        assert c.date_changed_fraction[t] == pytest.approx((d >= 14.0).mean())
+    assert c.date_changed_fraction.tolist() == [0.0, 0.0, 0.5, 0.5]
+    assert c.date_status == ("unchanged", "unchanged", "changed", "changed")
+    # without the pipeline's map, the change mask is the pixels changed on every later date
+    assert c.change_mask[2:4, 2:4].tolist() == [[True, True], [False, False]]
+    assert c.changed_fraction == 0.5
+    assert c.valid_fraction.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_unusable_dates_are_skipped_not_counted():
+    vals = [0, 0, 0, 40, 40, 40, 40]
+    img, usable, fp = series(vals)
+    ref = building_change(img, usable, fp, scale=SIGMA)
+    # a cloud on date 4 over the footprint, and a usable share just below min_valid on date 1
+    img[4, :, 3:9, 3:9] = 400.0
+    usable[4, 3:9, 3:9] = False
+    usable[1, 3:5, 3:9] = False                 # 12 of 36 pixels hidden: 2/3 usable < 0.8
+    c = building_change(img, usable, fp, scale=SIGMA)
+    assert (c.first_present, c.last_absent) == (ref.first_present, ref.last_absent) == (3, 2)
+    assert c.date_status[4] == c.date_status[1] == "not_observable"
+    assert np.isnan(c.mean_score[4]) and np.isnan(c.mean_score[1])
+    assert c.valid_fraction[1] == pytest.approx(24 / 36) and c.valid_fraction[4] == 0.0
+    assert c.n_observations == 5
+
+
+def test_footprint_partly_off_the_grid_reports_its_share():
+    img, usable, fp = series([0, 0, 0, 40, 40, 40])
+    c = building_change(img, usable, fp, scale=SIGMA, footprint_pixels=72)   # half of it off-grid
+    assert np.allclose(c.valid_fraction, 0.5)
+    assert c.status == "not_observable" and set(c.date_status) == {"not_observable"}
+    c = building_change(img, usable, fp, scale=SIGMA, footprint_pixels=72, min_valid=0.4)
+    assert c.status == "changed" and c.first_present == 3 and c.changed_fraction == 0.5
+
+
+def test_unchanged_building_and_one_bad_date():
+    rng = np.random.default_rng(0)
+    img, usable, fp = series([100.0] * 8)
+    img += rng.normal(0, 1, img.shape)
+    c = building_change(img, usable, fp, scale=SIGMA)
+    assert c.status == "unchanged" and c.kind is None and c.first_present is None
+    assert c.confidence == 0.0 and not c.change_mask.any()
+    # one bright (hazy, cloudy) date in the middle is not a change: it does not persist
+    img[4, :, 3:9, 3:9] += 60.0
+    c = building_change(img, usable, fp, scale=SIGMA)
+    assert c.status == "unchanged", (c.score, c.first_present)
+    assert c.date_changed_fraction[4] == 1.0          # but the evidence shows that date
+
+
+def test_too_few_observable_dates_is_not_observable():
+    img, usable, fp = series([0, 0, 40, 40])
+    usable[1:3] = False
+    c = building_change(img, usable, fp, scale=SIGMA, persistence=2)
+    assert c.status == "not_observable" and c.n_observations == 2
+
+
+def test_kinds_from_before_and_after_appearance():
+    rng = np.random.default_rng(1)
+    shape, rect = (24, 24), (slice(6, 18), slice(6, 18))
+    fp = np.zeros(shape, bool)
+    fp[rect] = True
+    soil = rng.normal(300, 30, shape)                    # textured bare ground, the same every date
+    rough = rng.normal(350, 100, (12, 12))               # rubble: about the ground's colour, rough
+
+    def scene(inside=None):
+        img = soil.copy()
+        if inside is not None:
+            img[rect] = inside
+        return img + rng.normal(0, 3, shape)             # observation noise, sigma 3
+
+    def run(before, after):
+        img = np.stack([scene(before) for _ in range(3)] + [scene(after) for _ in range(4)])[:, None]
+        # the pipeline's channels: the band, and its local texture (roofs are flat, rubble is not)
+        img = np.concatenate([img, _texture(img)[:, None]], axis=1)
+        return building_change(img, np.ones((7,) + shape, bool), fp, scale=np.array([3.0, 2.0]))
+
+    new = run(None, 900.0)                               # a flat roof on bare ground
+    assert (new.status, new.kind, new.first_present) == ("changed", "new", 3)
+    gone = run(900.0, rough)
+    assert (gone.status, gone.kind, gone.first_present) == ("demolished", "demolished", 3)
+    assert gone.date_status[3:] == ("demolished",) * 4
+    recoloured = run(900.0, 1800.0)                      # the roof of a standing building changes
+    assert (recoloured.status, recoloured.kind, recoloured.first_present) == ("changed", "modified", 3)
+    for c in (new, gone, recoloured):
+        assert 0.5 < c.confidence <= 1.0
+
+
+def test_pipeline_change_map_is_the_building_mask_and_small_steps_need_a_share():
+    # the whole window brightens by 10 sigma (above 14 / 2): no outline appears or goes
+    img, usable, fp = series([100] * 7)
+    img[3:] += 10.0
+    few = np.zeros_like(fp)
+    few[3, 3:6] = True                                          # 3 of 36 pixels changed
+    c = building_change(img, usable, fp, scale=SIGMA, changed_pixels=few)
+    assert c.status == "unchanged" and c.kind is None
+    assert c.change_mask.sum() == 3 and c.changed_fraction == pytest.approx(3 / 36)   # still shown
+    half = np.zeros_like(fp)
+    half[3:6, 3:9] = True
+    c = building_change(img, usable, fp, scale=SIGMA, changed_pixels=half)
+    assert c.status == "changed" and c.changed_fraction == 0.5
+    big = img.copy()
+    big[3:] += 20.0                                             # a 30-sigma step counts on its own
+    c = building_change(big, usable, fp, scale=SIGMA, changed_pixels=few)
+    assert c.status == "changed"
+
+
+def test_registration_lowers_confidence():
+    img, usable, fp = series([0, 0, 0, 40, 40, 40, 40])
+    good = building_change(img, usable, fp, scale=SIGMA, registration_rmse_px=[0.0] * 7)
+    rm = [0.0, 0.0, 0.0, 0.6, 0.0, 0.0, 0.0]                  # the first scene after the step
+    bad = building_change(img, usable, fp, scale=SIGMA, registration_rmse_px=rm)
+    unknown = building_change(img, usable, fp, scale=SIGMA, registration_rmse_px=float("nan"))
+    assert good.confidence > unknown.confidence > bad.confidence > 0
+
+
+def test_footprint_mask_tiny_footprint_is_never_empty():
+    t = Affine(1, 0, 0, 0, -1, 0)
+    m = footprint_mask(box(1.6, -1.4, 1.9, -1.1), t, (4, 4))     # no pixel centre inside
+    assert m.sum() == 1 and m[1, 1]
+
+
+def test_bad_shapes_raise():
+    img, usable, fp = series([0, 0, 40])
+    with pytest.raises(InputError, match="same window"):
+        building_change(img, usable, fp[:5], scale=SIGMA)
+
+
+# --------------------------------------------------------------- reading footprints
+
+def _write(gdf, path, **kw):
+    gdf.to_file(path, engine="pyogrio", **kw)
+    return path
+
+
+def test_read_footprints_reprojects_and_finds_ids(tmp_path):
+    import geopandas as gpd
+
+    utm = gpd.GeoDataFrame({"osm_id": [1234.0, 99.0], "name": ["a", "b"]},
+                           geometry=[box(262010, 3729900, 262030, 3729920), box(0, 0, 1, 1)],
+                           crs="EPSG:32637")
+    path = _write(utm.to_crs("EPSG:4326"), tmp_path / "osm.geojson", driver="GeoJSON")
+    fps = read_footprints(path, "EPSG:32637")
+    assert fps["building_id"].tolist() == ["1234", "99"]
+    assert fps.crs == "EPSG:32637"
+    assert fps.geometry.iloc[0].area == pytest.approx(400.0, rel=1e-3)
+    fps = read_footprints(path, "EPSG:32637", id_column="name")
+    assert fps["building_id"].tolist() == ["a", "b"]
+    with pytest.raises(InputError, match="no column 'nope'"):
+        read_footprints(path, "EPSG:32637", id_column="nope")
+
+
+def test_read_footprints_numbers_and_filters(tmp_path):
+    import geopandas as gpd
+
+    g = gpd.GeoDataFrame({"height": [3, 4, 5]},
+                         geometry=[box(0, 0, 10, 10), Point(5, 5), box(20, 0, 30, 10)], crs="EPSG:32637")
+    fps = read_footprints(_write(g, tmp_path / "f.gpkg", driver="GPKG"), "EPSG:32637")
+    assert fps["building_id"].tolist() == ["bld-00001", "bld-00003"]
+
+
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")
+@pytest.mark.parametrize("case", ["missing", "junk", "nocrs", "points", "dupes"])
+def test_read_footprints_errors_name_the_file(tmp_path, case):
+    import geopandas as gpd
+
+    if case == "missing":
+        path, err, text = tmp_path / "gone.gpkg", UnreadableFileError, "does not exist"
+    elif case == "junk":
+        path, err, text = tmp_path / "junk.geojson", UnreadableFileError, "Cannot read"
+        path.write_text("not a vector file")
+    elif case == "nocrs":
+        path, err, text = tmp_path / "nocrs.shp", CRSError, "no CRS"
+        _write(gpd.GeoDataFrame({"id": [1]}, geometry=[box(0, 0, 1, 1)]), path)
+    elif case == "points":
+        path, err, text = tmp_path / "points.gpkg", InputError, "no polygon"
+        _write(gpd.GeoDataFrame({"id": [1]}, geometry=[Point(0, 0)], crs="EPSG:32637"), path, driver="GPKG")
+    else:
+        path, err, text = tmp_path / "dupes.gpkg", InputError, "not unique"
+        _write(gpd.GeoDataFrame({"id": [1, 1]}, geometry=[box(0, 0, 1, 1), box(2, 0, 3, 1)],
+                                crs="EPSG:32637"), path, driver="GPKG")
+    with pytest.raises(err, match=text) as info:
+        read_footprints(path, "EPSG:32637")
+    assert path.name in str(info.value)
+
+
+# --------------------------------------------------------------- the pipeline
+
+EXPECTED = {"existing": "unchanged", "new": "changed", "modified": "changed", "demolished": "demolished"}
+
+
+@pytest.fixture(scope="module")
+def footprints(site, tmp_path_factory):
+    """The site's true footprints in WGS 84 (another CRS), plus one off the imagery."""
+    import geopandas as gpd
+
+    truth = gpd.read_file(site.truth_path)
+    far = gpd.GeoDataFrame({"building_id": ["far-away"]}, geometry=[box(300000, 3700000, 300020, 3700020)],
+                           crs=truth.crs)
+    fps = gpd.GeoDataFrame(pd_concat([truth[["building_id", "geometry"]], far]), crs=truth.crs)
+    path = tmp_path_factory.mktemp("fp") / "footprints.geojson"
+    fps.to_crs("EPSG:4326").to_file(path, driver="GeoJSON", engine="pyogrio")
+    return path, truth
+
+
+def pd_concat(frames):
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def fp_result(site, footprints, tmp_path_factory):
+    from changedetect.pipeline import Config, detect_changes
+
+    out = tmp_path_factory.mktemp("fpout")
+    return detect_changes(site.images, out, config=Config(buildings=str(footprints[0]))), out
+
+
+def test_pipeline_status_of_every_known_building(site, footprints, fp_result):
+    result, _ = fp_result
+    _, truth = footprints
+    b = result.buildings.set_index("building_id")
+    assert list(result.buildings["building_id"]) == list(truth["building_id"]) + ["far-away"]
+    assert b.loc["far-away", "status"] == "not_observable"
+    dates = [d.isoformat() for d in site.dates]
+    exact = []
+    for _, t in truth.iterrows():
+        row = b.loc[t.building_id]
+        assert row.status == EXPECTED[t.kind], (t.building_id, t.kind, row.status)
+        if t.kind == "existing":
+            assert row.kind is None and row.confidence == 0.0 and row.first_present is None
+            continue
+        # the true date (or the construction pad's, which comes first) lies in the bracket
+        true = {str(d)[:10] for d in (t.demolished if t.kind == "demolished" else t.first_present,
+                                      t.construction) if d is not None and d == d}
+        assert any(row.last_absent < d <= row.first_present for d in true), (t.building_id, row, true)
+        exact.append(row.first_present in true)
+        if t.kind == "demolished":
+            assert row.kind == "demolished"
+        else:
+            assert row.kind in ("new", "modified")
+            assert row.changed_fraction > 0.5 and row.confidence > 0.3
+    assert sum(exact) >= len(exact) - 1, exact
+    # one row per building and date, and statuses that agree with the building's
+    bd = result.building_dates
+    assert len(bd) == len(b) * len(dates)
+    for bid, rows in bd.groupby("building_id"):
+        st = b.loc[bid, "status"]
+        seen = set(rows["status"]) - {"not_observable"}
+        if st == "unchanged":
+            assert seen == {"unchanged"}
+        elif st in ("changed", "demolished"):
+            after = rows[rows["date"] >= b.loc[bid, "first_present"]]
+            assert set(after["status"]) <= {st, "not_observable"}
+    assert (bd[bd["building_id"] == "far-away"]["valid_fraction"] == 0).all()
+
+
+def test_pipeline_building_outputs_and_record(footprints, fp_result):
+    import geopandas as gpd
+    import pandas as pd
+    import pyogrio
+
+    from changedetect.io import sha256_file
+
+    result, out = fp_result
+    names = {f.name for f in out.iterdir()}
+    assert {"changes.gpkg", "changes.geojson", "buildings.geojson", "building_dates.csv", "run.json"} <= names
+    layers = {name for name, _ in pyogrio.list_layers(out / "changes.gpkg")}
+    assert layers == {"changes", "buildings", "building_masks", "building_dates"}
+    g = gpd.read_file(out / "changes.gpkg", layer="buildings")
+    assert list(g["status"]) == list(result.buildings["status"])
+    masks = gpd.read_file(out / "changes.gpkg", layer="building_masks")
+    changed = result.buildings[result.buildings["status"] != "unchanged"]
+    assert set(masks["building_id"]) >= set(changed[changed["changed_fraction"] > 0]["building_id"])
+    for _, m in masks.iterrows():       # a building's change mask lies on its footprint
+        fp = result.buildings.set_index("building_id").geometry[m.building_id]
+        assert m.geometry.difference(fp.buffer(0.5)).area < 1e-6
+    csv = pd.read_csv(out / "building_dates.csv")
+    assert len(csv) == len(result.building_dates)
+    run = json.loads((out / "run.json").read_text())
+    assert run["buildings"]["sha256"] == sha256_file(footprints[0])
+    assert run["buildings"]["by_status"]["not_observable"] == 1
+    assert run["parameters"]["buildings"] == str(footprints[0])
+    assert run["outputs"]["buildings.geojson"] == sha256_file(out / "buildings.geojson")
+    # detected changes on a known footprint carry its id
+    assert result.changes["building_id"].notna().sum() >= 3
+    truth = footprints[1].set_index("building_id")
+    for _, c in result.changes[result.changes["building_id"].notna()].iterrows():
+        assert c.geometry.intersection(truth.geometry[c.building_id]).area > 0.5 * min(
+            c.geometry.area, truth.geometry[c.building_id].area)
+
+
+def test_no_footprint_on_the_imagery_is_a_clear_cli_error(site, tmp_path):
+    import geopandas as gpd
+
+    far = tmp_path / "elsewhere.gpkg"
+    gpd.GeoDataFrame({"id": [1]}, geometry=[box(500000, 100000, 500020, 100020)],
+                     crs="EPSG:32637").to_file(far, driver="GPKG", engine="pyogrio")
+    exe = Path(sys.executable).parent / "detect-changes"
+    out = tmp_path / "out"
+    p = subprocess.run([str(exe), *map(str, site.images), "--buildings", str(far), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "elsewhere.gpkg" in p.stderr and "CRS" in p.stderr
+    assert not out.exists() or not any(out.iterdir())
+    from changedetect.pipeline import Config, _open_footprints
+    from changedetect.stack import open_stack
+
+    with pytest.raises(NoOverlapError):
+        _open_footprints(open_stack(site.images), Config(buildings=str(far)))
