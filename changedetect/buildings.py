@@ -245,6 +245,7 @@ class BuildingChange:
 def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarray, *,
                     scale: np.ndarray, min_magnitude: float = 14.0, min_fstat: float = 0.0,
                     persistence: int = 2, min_valid: float = 0.8, min_changed_share: float = 0.3,
+                    n_spectral: int | None = None, max_gain: float = 1.25, max_angle_deg: float = 2.0,
                     changed_pixels: np.ndarray | None = None, footprint_pixels: int | None = None,
                     registration_rmse_px: float | Sequence[float] = 0.0) -> BuildingChange:
     """Change statistics, status per date and dated change of one footprint.
@@ -290,6 +291,15 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         footprint it is the building's change mask. Without it the mask holds
         the pixels whose score on every observed date of the final state
         reaches ``min_magnitude``.
+    n_spectral : int, optional
+        The first ``n_spectral`` bands are spectral (the pipeline appends a
+        texture channel); all of them by default.
+    max_gain, max_angle_deg : float
+        A standing building (``modified``) whose mean spectrum only scaled by
+        less than ``max_gain`` (either way) while keeping its direction within
+        ``max_angle_deg`` is not reported: such a change looks the same as
+        haze, a sun angle on a pitched roof or a normalisation error at the
+        bright end.
     footprint_pixels : int, optional
         Pixels of the whole footprint when part of it lies outside the grid
         (the shares are of the whole footprint); ``footprint.sum()`` by default.
@@ -322,6 +332,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         raise InputError("building_change needs images (dates, bands, rows, cols), usable "
                          "(dates, rows, cols) and a footprint (rows, cols) on the same window.")
     total = int(footprint_pixels if footprint_pixels is not None else fp.sum())
+    n_spectral = images.shape[1] if n_spectral is None else int(n_spectral)
     inv = (1.0 / np.asarray(scale, dtype=np.float32))[:, None]
     px = images[:, :, fp]                                  # (dates, bands, pixels)
     u = usable[:, fp]                                      # (dates, pixels)
@@ -381,6 +392,16 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     appears = kind in ("new", "demolished") and max(built) >= 2.0 and max(built) >= 2.0 * min(built)
     changed = stepped and (ch.magnitude >= min_magnitude or appears
                            or mask.sum() >= min_changed_share * max(total, 1))
+    if changed and kind == "modified":
+        # a standing building whose roof only got brighter or darker in every band alike, by
+        # less than max_gain, cannot be told from haze, sun angle or normalisation error
+        b_spec, a_spec = (np.einsum("tbp,tp->b", px[:, :n_spectral], (u & m[:, None]).astype(np.float32))
+                          / max(int((u & m[:, None]).sum()), 1)
+                          for m in (before_t, observed & (steps >= ch.completed)))
+        cos = float(b_spec @ a_spec) / max(float(np.linalg.norm(b_spec) * np.linalg.norm(a_spec)), 1e-12)
+        gain = float(np.linalg.norm(a_spec) / max(float(np.linalg.norm(b_spec)), 1e-12))
+        if cos >= math.cos(math.radians(max_angle_deg)) and abs(math.log(max(gain, 1e-12))) < math.log(max_gain):
+            changed = False
     if stepped and not changed:
         before_t = observed
         d, ok = scores(before_t)

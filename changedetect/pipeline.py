@@ -618,7 +618,7 @@ def _building_change_table(stack: Stack, model: _Model, footprints, regs, config
                                  fp, scale=model.noise, min_magnitude=config.min_magnitude,
                                  min_fstat=model.min_fstat, persistence=config.persistence,
                                  changed_pixels=changed_px[sl], footprint_pixels=int(full.sum()),
-                                 registration_rmse_px=rmse)
+                                 registration_rmse_px=rmse, n_spectral=stack.count)
             px_area = _area_m2(geoms[i], stack.crs) / max(int(full.sum()), 1)
             records[i] = {
                 "building_id": ids[i], "status": ch.status, "kind": ch.kind,

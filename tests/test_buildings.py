@@ -137,22 +137,39 @@ def test_kinds_from_before_and_after_appearance():
 
 
 def test_pipeline_change_map_is_the_building_mask_and_small_steps_need_a_share():
-    # the whole window brightens by 10 sigma (above 14 / 2): no outline appears or goes
-    img, usable, fp = series([100] * 7)
-    img[3:] += 10.0
+    # a standing building's red band rises by 10 sigma (above 14 / 2); its outline stays
+    img, usable, fp = series([100] * 7, bands=2)
+    img[3:, 0] += 10.0 * (img[3:, 0] > 0)
+    two = np.array([1.0, 1.0])
     few = np.zeros_like(fp)
     few[3, 3:6] = True                                          # 3 of 36 pixels changed
-    c = building_change(img, usable, fp, scale=SIGMA, changed_pixels=few)
+    c = building_change(img, usable, fp, scale=two, changed_pixels=few)
     assert c.status == "unchanged" and c.kind is None
     assert c.change_mask.sum() == 3 and c.changed_fraction == pytest.approx(3 / 36)   # still shown
     half = np.zeros_like(fp)
     half[3:6, 3:9] = True
-    c = building_change(img, usable, fp, scale=SIGMA, changed_pixels=half)
-    assert c.status == "changed" and c.changed_fraction == 0.5
+    c = building_change(img, usable, fp, scale=two, changed_pixels=half)
+    assert (c.status, c.kind, c.changed_fraction) == ("changed", "modified", 0.5)
     big = img.copy()
-    big[3:] += 20.0                                             # a 30-sigma step counts on its own
-    c = building_change(big, usable, fp, scale=SIGMA, changed_pixels=few)
+    big[3:, 0] += 20.0 * (img[3:, 0] > 0)                      # a 30-sigma step counts on its own
+    c = building_change(big, usable, fp, scale=two, changed_pixels=few)
     assert c.status == "changed"
+
+
+def test_standing_building_only_brighter_is_not_a_change():
+    """Every band alike 10 % brighter: haze, sun on a pitched roof or normalisation, not a new roof."""
+    img, usable, fp = series([1000.0] * 7, bands=3)
+    scale = np.full(3, 10.0)
+    brighter = img.copy()
+    brighter[3:] *= 1.10                                        # 100 DN = 17 sigma per band
+    c = building_change(brighter, usable, fp, scale=scale)
+    assert c.status == "unchanged" and c.score > 14
+    repainted = img.copy()
+    repainted[3:] *= 1.6                                        # far brighter: a new white roof
+    assert building_change(repainted, usable, fp, scale=scale).kind == "modified"
+    recoloured = img.copy()
+    recoloured[3:, 0] *= 1.2                                    # the colour changed: 20 sigma
+    assert building_change(recoloured, usable, fp, scale=scale).kind == "modified"
 
 
 def test_registration_lowers_confidence():
