@@ -27,5 +27,13 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
             exec(compile("".join(cell["source"]), f"{path.name}", "exec"), ns)
     report = ns["report"]
     assert report.scores.f1 >= 0.8
+    # the footprint cells: every true footprint gets the status its true kind implies
+    import geopandas as gpd
+
+    truth = gpd.read_file(ROOT / "sample_data" / "truth.geojson").set_index("building_id")
+    expected = {"existing": "unchanged", "new": "changed", "modified": "changed",
+                "demolished": "demolished"}
+    got = ns["fp_result"].buildings.set_index("building_id")["status"]
+    assert {b: got[b] for b in truth.index} == {b: expected[k] for b, k in truth["kind"].items()}
     assert (tmp_path / "results" / "notebook" / "run.json").exists()
     assert os.path.exists(ROOT / "sample_data" / "truth.geojson")
