@@ -390,6 +390,10 @@ def run_footprints(tile: Path, images, labels, truth, rgb, transform, out_dir: P
     tp = pred & is_new
     fp_pred = b["first_present"].astype(str).str[:10].to_numpy()
     out["interval_correct"] = round(float((fp_pred[tp] == true_fp[tp]).mean()), 4) if tp.any() else None
+    # a new building whose change the library dates but calls a demolition (wrong direction)
+    anyc = np.isin(status, ("changed", "demolished"))
+    out["any_change"] = _prf(int((anyc & is_new).sum()), int(anyc.sum()), int(is_new.sum()))
+    out["new_called_demolished"] = int(((status == "demolished") & is_new).sum())
     out["auc_score"] = _auc(b["score"].to_numpy(dtype=float), is_new)
     out["auc_confidence"] = _auc(b["confidence"].to_numpy(dtype=float), is_new)
     out["not_observable"] = int((status == "not_observable").sum())
@@ -527,7 +531,14 @@ def run(args) -> dict:
             gone_hit = int(h.any(axis=0).sum())
         else:
             gone_hit = 0
-        poly["demolished"] = {"n_truth": len(gone), "n_pred": len(dem), "truth_hit": gone_hit}
+        on_new = 0
+        if len(dem):
+            from changedetect.evaluate import iou_matrix
+
+            on_new = int((iou_matrix(np.asarray(dem.geometry.values, dtype=object),
+                                     np.asarray(new.geometry.values, dtype=object)) > 0).any(axis=1).sum())
+        poly["demolished"] = {"n_truth": len(gone), "n_pred": len(dem), "truth_hit": gone_hit,
+                              "pred_overlapping_new_buildings": on_new}
         results = {"data": data, "without_footprints": poly,
                    "baseline_pixel_otsu": pixel_baseline(rgb, valid, transform, px_area, new)}
 
@@ -568,7 +579,8 @@ def print_table(r: dict) -> None:
           f"{p['hit'].get('predictions_hitting_any_2020_building', 0)} of {p['n_pred']} new/modified "
           "polygons overlap some 2020 building")
     dm = p["demolished"]
-    print(f"  demolished: {dm['n_pred']} predicted, {dm['truth_hit']} of {dm['n_truth']} vanished Ids overlapped")
+    print(f"  demolished: {dm['n_pred']} predicted, {dm['truth_hit']} of {dm['n_truth']} vanished Ids overlapped; "
+          f"{dm['pred_overlapping_new_buildings']} of them overlap a new building")
     for name, reg in p["registration"].items():
         print(f"    {name}: {reg['model']} shift {reg['shift_px']} px, rmse {reg['rmse_px']} px, "
               f"tie points {reg['tiepoints']}")
@@ -580,6 +592,7 @@ def print_table(r: dict) -> None:
     if f.get("available") and "changedetect" in f:
         c = f["changedetect"]
         rows.append(("changedetect (status changed)", c, c.get("auc_score")))
+        rows.append(("  same, changed or demolished", c["any_change"], None))
     rows += [("baseline: every footprint new", f["baseline_all_new"], None),
              ("baseline: Otsu |RGB diff| footprint", f["baseline_otsu_rgb_diff"],
               f["baseline_otsu_rgb_diff"]["auc"])]
@@ -593,8 +606,9 @@ def print_table(r: dict) -> None:
         c = f["changedetect"]
         print(f"  changedetect: not_observable {c['not_observable']} ({c['not_observable_among_new']} of them new), "
               f"status {c['status_counts']}, runtime {f['runtime_s']} s")
-        print(f"  ({c['status_counts'].get('demolished', 0)} footprints called demolished, though every 2020 "
-              "footprint stands at the end; kinds of 'changed': " + str(c['kind_counts_changed']) + ")")
+        print(f"  {c['status_counts'].get('demolished', 0)} footprints called demolished, though every 2020 "
+              f"footprint stands at the end ({c['new_called_demolished']} of them new buildings); "
+              f"kinds of 'changed': {c['kind_counts_changed']}")
     elif "error" in f:
         print(f"  changedetect: {f['error']}")
 
