@@ -36,12 +36,22 @@ What is measured, in one run:
    against "new since 2018" (Id absent from the 2018 labels): precision,
    recall, F1, ROC AUC of the per-footprint ``score``, the interval accuracy
    (``first_present`` equals the first month of the Id, over the true
-   positives) and the number of ``not_observable`` footprints. References in
+   positives) and the number of ``not_observable`` footprints; also, as a
+   diagnostic, the same figures when a footprint called ``demolished`` counts
+   as detected (every 2020 footprint stands at the end, so that status is
+   wrong on all of them, and on a new building it is a change seen with the
+   wrong direction). References in
    the same run: *every footprint new* (precision = prevalence); the per-footprint
    mean absolute RGB difference 2018→2020 (raw pixels, no registration or
    normalisation) thresholded by Otsu over the footprints, dated by the larger
    of its two interval differences; and, for dating, the share of new buildings
    in the most frequent interval.
+
+Data figures printed with the scores: buildings and new buildings per
+interval, vanished Ids, sizes in pixels, the share of new buildings whose
+rasterised footprint holds a 3 x 3 pixel block (changedetect's smallest
+opening removes any change region without one), band means per month and the
+co-registration found between months.
 
 Footprints are rasterised on the image grid by pixel centre; one smaller than a
 pixel centre takes the pixel under its centroid. Areas in pixels use the grid's
@@ -51,6 +61,10 @@ Usage::
 
     python benchmarks/spacenet7.py
     python benchmarks/spacenet7.py --json sn7.json --keep /tmp/sn7
+    PYTHONPATH=../other-checkout python benchmarks/spacenet7.py   # another changedetect
+
+The changedetect on ``PYTHONPATH`` comes before this checkout's; the one used
+(folder, commit, uncommitted changes) is printed and written to the JSON.
 """
 
 from __future__ import annotations
@@ -561,6 +575,7 @@ def print_table(r: dict) -> None:
           f"10-90 % {d['new_area_px']['p10']}-{d['new_area_px']['p90']} "
           f"(all 2020 buildings: median {d['all_2020_area_px_median']}); "
           f"{100 * d['new_with_3x3_core']:.0f} % of new ones hold a 3x3 px block")
+    print(f"  RGB band means per month {d['band_means']}")
     lib = d["changedetect"]
     print(f"  changedetect {lib['version']} from {lib['path']} at {lib.get('commit', '?')[:10]}"
           f"{' + uncommitted changes' if lib.get('uncommitted_changes') else ''}")
