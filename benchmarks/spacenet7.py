@@ -577,7 +577,8 @@ def print_table(r: dict) -> None:
           f"{100 * d['new_with_3x3_core']:.0f} % of new ones hold a 3x3 px block")
     print(f"  RGB band means per month {d['band_means']}")
     lib = d["changedetect"]
-    print(f"  changedetect {lib['version']} from {lib['path']} at {lib.get('commit', '?')[:10]}"
+    at = f"at {lib['commit'][:10]}" if lib.get("commit") else "(not a git checkout)"
+    print(f"  changedetect {lib['version']} from {lib['path']} {at}"
           f"{' + uncommitted changes' if lib.get('uncommitted_changes') else ''}")
     p, b = r["without_footprints"], r["baseline_pixel_otsu"]
     print(f"\nWithout footprints: {p['n_truth']} new buildings, IoU >= 0.25 (Hungarian)")
