@@ -40,7 +40,8 @@ What is measured, in one run:
    diagnostic, the same figures when a footprint called ``demolished`` counts
    as detected (every 2020 footprint stands at the end, so that status is
    wrong on all of them, and on a new building it is a change seen with the
-   wrong direction). References in
+   wrong direction), and the library's per-footprint ``score`` thresholded by
+   Otsu over the footprints (the baseline's rule). References in
    the same run: *every footprint new* (precision = prevalence); the per-footprint
    mean absolute RGB difference 2018→2020 (raw pixels, no registration or
    normalisation) thresholded by Otsu over the footprints, dated by the larger
@@ -410,6 +411,13 @@ def run_footprints(tile: Path, images, labels, truth, rgb, transform, out_dir: P
     out["new_called_demolished"] = int(((status == "demolished") & is_new).sum())
     out["auc_score"] = _auc(b["score"].to_numpy(dtype=float), is_new)
     out["auc_confidence"] = _auc(b["confidence"].to_numpy(dtype=float), is_new)
+    # the library's per-footprint score under the baseline's decision rule (Otsu over footprints)
+    from changedetect.detect import threshold_otsu
+
+    sc = b["score"].to_numpy(dtype=float)
+    ok = np.isfinite(sc)
+    sp = ok & (sc > threshold_otsu(sc[ok])) if ok.any() else ok
+    out["score_otsu"] = _prf(int((sp & is_new).sum()), int(sp.sum()), int(is_new.sum()))
     out["not_observable"] = int((status == "not_observable").sum())
     out["not_observable_among_new"] = int(((status == "not_observable") & is_new).sum())
     out["status_counts"] = {str(k): int(v) for k, v in zip(*np.unique(status.astype(str), return_counts=True))}
@@ -609,6 +617,7 @@ def print_table(r: dict) -> None:
         c = f["changedetect"]
         rows.append(("changedetect (status changed)", c, c.get("auc_score")))
         rows.append(("  same, changed or demolished", c["any_change"], None))
+        rows.append(("  its score, Otsu over footprints", c["score_otsu"], None))
     rows += [("baseline: every footprint new", f["baseline_all_new"], None),
              ("baseline: Otsu |RGB diff| footprint", f["baseline_otsu_rgb_diff"],
               f["baseline_otsu_rgb_diff"]["auc"])]
