@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .errors import CRSError, InputError, UnreadableFileError
 from .objects import outline_edges
@@ -52,6 +53,8 @@ __all__ = ["ID_COLUMNS", "STATUSES", "read_footprints", "footprint_mask", "Build
 
 #: Columns tried, in order, for the building id when none is named.
 ID_COLUMNS = ("building_id", "id", "Id", "ID", "osm_id", "osm_way_id", "fid")
+#: Pixels 2 or more from a footprint's edge it needs for its kind to be judged from its outline.
+_MIN_INTERIOR = 4
 #: Status of a building on one date (see the module docstring).
 STATUSES = ("unchanged", "changed", "demolished", "not_observable")
 
@@ -385,13 +388,17 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     else:
         mask = np.zeros_like(fp)
     kind, built = None, (0.0, 0.0)
-    if stepped:
+    # a footprint only a few pixels across (a house in 4-5 m imagery) has no interior, so no
+    # outline to judge: its kind cannot be told from its appearance (it stays None), and only
+    # a step as large as min_magnitude counts
+    outlined = int(ndi.binary_erosion(fp, iterations=2).sum()) >= _MIN_INTERIOR
+    if stepped and outlined:
         kind, built = _kind(images, usable, fp, before_t, observed & (steps >= ch.completed), scale)
     # a step counts when it is large, or covers a good part of the footprint, or when a
     # building appears or disappears (its outline comes or goes: rubble can look like a roof)
     appears = kind in ("new", "demolished") and max(built) >= 2.0 and max(built) >= 2.0 * min(built)
-    changed = stepped and (ch.magnitude >= min_magnitude or appears
-                           or mask.sum() >= min_changed_share * max(total, 1))
+    changed = stepped and (ch.magnitude >= min_magnitude
+                           or (outlined and (appears or mask.sum() >= min_changed_share * max(total, 1))))
     if changed and kind == "modified":
         # a standing building whose roof only got brighter or darker in every band alike, by
         # less than max_gain, cannot be told from haze, sun angle or normalisation error
@@ -463,12 +470,11 @@ def _kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, tuple[floa
     A standing building has a sharp outline around a smooth roof; bare ground,
     a construction pad or rubble has no stronger gradient on the footprint's
     outline than inside it. "Built" is the outline's mean gradient over the
-    interior's (plus the gradient of noise) reaching 2. Built on both sides
+    interior's (plus the gradient of noise) reaching 2. The footprint must
+    have an interior (pixels 2 or more from its edge). Built on both sides
     of the step: the building stood all along and was modified; built only
     after: new; built only before (or less built after): demolished.
     """
-    from scipy import ndimage as ndi
-
     def composite(sel):
         w = (usable & sel[:, None, None]).astype(np.float32)
         return np.einsum("tbij,tij->bij", images, w) / np.maximum(w.sum(axis=0), 1)
@@ -476,13 +482,11 @@ def _kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, tuple[floa
     # gradient of pure observation noise in the band mean (Sobel / 8: about 0.54 sigma)
     noise = 0.54 * float(np.sqrt(np.mean(np.square(scale)) / len(scale)))
     inner = ndi.binary_erosion(fp, iterations=2)
-    if inner.sum() < 4:
-        inner = fp
 
     def built(img):
         g = img.mean(axis=0)
         grad = np.hypot(ndi.sobel(g, 0), ndi.sobel(g, 1)) / 8.0
-        ring, ring_mask = outline_edges(img, fp)
+        ring, _ = outline_edges(img, fp)
         return float(np.mean(ring)) / (float(np.mean(grad[inner])) + noise) if ring.size else 0.0
 
     b, a = built(composite(before_t)), built(composite(after_t))
