@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 __all__ = ["clean_mask", "label_objects", "polygonize", "regularize", "orthogonalize",
            "dominant_angle", "outline_edges", "classify_kind", "Appearance", "appearance",
-           "ObjectShape", "object_shape", "ShapeLimits", "shape_filter"]
+           "ObjectShape", "object_shape", "ShapeLimits", "shape_filter", "core_fraction"]
 
 _STRUCT4 = ndi.generate_binary_structure(2, 1)
 _STRUCT8 = ndi.generate_binary_structure(2, 2)
@@ -149,7 +149,10 @@ def orthogonalize(geom, *, cell: float, angle: float | None = None):
 
     if geom is None or geom.is_empty or cell <= 0:
         return None
-    theta = dominant_angle(geom) if angle is None else float(angle)
+    # the direction of the outline's walls, read on the outline simplified by a cell (a pixel
+    # staircase along an oblique wall has only axis-parallel edges)
+    theta = (dominant_angle(shapely.simplify(geom, cell, preserve_topology=True))
+             if angle is None else float(angle))
     c = geom.centroid
     turned = shapely.affinity.rotate(geom, -theta, origin=c)
     x0, y0, x1, y1 = turned.bounds
@@ -172,8 +175,73 @@ def orthogonalize(geom, *, cell: float, angle: float | None = None):
     out = polygonize(m, t)
     if out is None:
         return None
+    if out.geom_type == "Polygon":
+        ring = _remove_jogs(np.asarray(out.exterior.coords)[:-1], 1.5 * cell)
+        if len(ring) >= 4:
+            out = shapely.Polygon(ring)
     out = shapely.simplify(out, cell * 0.01)    # drop collinear vertices along grid lines
+    if not out.is_valid or out.is_empty:
+        return None
     return shapely.affinity.rotate(out, theta, origin=c)
+
+
+def _remove_jogs(xy: np.ndarray, min_len: float) -> np.ndarray:
+    """Remove edges shorter than ``min_len`` from an axis-parallel ring (vertices, not closed).
+
+    A short edge joins two parallel edges (a one-cell step, or a notch at a
+    corner): the shorter of the two is moved onto the other's line, which drops
+    the short edge and changes the area by at most that edge's length times the
+    short step.
+    """
+    pts = [tuple(p) for p in xy]
+
+    def tidy(p):
+        out = []
+        for q in p:                                     # drop repeated vertices
+            if not out or abs(q[0] - out[-1][0]) + abs(q[1] - out[-1][1]) > 1e-9:
+                out.append(q)
+        if len(out) > 1 and abs(out[0][0] - out[-1][0]) + abs(out[0][1] - out[-1][1]) <= 1e-9:
+            out.pop()
+        changed = True
+        while changed and len(out) > 4:                 # drop collinear vertices
+            changed = False
+            for i in range(len(out)):
+                a, b, c = out[i - 1], out[i], out[(i + 1) % len(out)]
+                if (abs(a[0] - b[0]) < 1e-9 and abs(b[0] - c[0]) < 1e-9) or \
+                        (abs(a[1] - b[1]) < 1e-9 and abs(b[1] - c[1]) < 1e-9):
+                    out.pop(i)
+                    changed = True
+                    break
+        return out
+
+    pts = tidy(pts)
+    for _ in range(4 * len(pts)):
+        n = len(pts)
+        if n <= 4:
+            break
+        lengths = [abs(pts[(i + 1) % n][0] - pts[i][0]) + abs(pts[(i + 1) % n][1] - pts[i][1])
+                   for i in range(n)]
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_len:
+            break
+        prev_len, next_len = lengths[i - 1], lengths[(i + 1) % n]
+        a, b = i, (i + 1) % n                           # the short edge's two vertices
+        vertical = abs(pts[a][0] - pts[b][0]) < 1e-9    # short edge along y: neighbours along x
+        k = 1 if vertical else 0                        # the coordinate the neighbours share
+        if prev_len <= next_len:                        # move the previous edge onto the next one
+            target = pts[b][k]
+            for j in (i - 1, a):
+                p = list(pts[j])
+                p[k] = target
+                pts[j] = tuple(p)
+        else:                                           # move the next edge onto the previous one
+            target = pts[a][k]
+            for j in (b, (i + 2) % n):
+                p = list(pts[j])
+                p[k] = target
+                pts[j] = tuple(p)
+        pts = tidy(pts)
+    return np.asarray(pts)
 
 
 def _grad(img: np.ndarray) -> np.ndarray:
@@ -321,15 +389,20 @@ class Appearance:
     Attributes
     ----------
     kind : str
-        ``new``, ``demolished`` or ``modified``.
+        ``new``, ``demolished``, ``modified``, or ``none`` when no structure
+        appeared nor disappeared.
     contrast : float
         Outline gradient, ``(after - before) / (after + before)``, -1..1.
     texture_contrast : float
-        Local texture inside the object, ``(after - before) / (after + before)``:
+        Relative local texture (over brightness) inside the object,
+        ``(after - before) / (after + before)``:
         negative when it became flatter (a roof on ground), positive when it
         became rougher (rubble or ground where a roof was).
     sharp_before, sharp_after : float
         Share of the outline with a strong edge (a standing structure's wall).
+    sharp_both : float
+        Share of the outline with a strong edge both before and after: the wall of
+        an existing building that a ``modified`` annex was built against.
     angle_deg : float
         Spectral angle between the object's mean colour before and after: a
         shadow scales every band by about one factor (a small angle).
@@ -348,6 +421,7 @@ class Appearance:
     texture_contrast: float
     sharp_before: float
     sharp_after: float
+    sharp_both: float
     angle_deg: float
     brightness_ratio: float
     texture_kept: float
@@ -386,17 +460,21 @@ class Appearance:
 
 
 def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise: float,
-               texture: tuple[np.ndarray, np.ndarray] | None = None) -> Appearance:
+               texture: tuple[np.ndarray, np.ndarray] | None = None, outline_step: float = 0.1,
+               texture_step: float = 0.2) -> Appearance:
     """Measure the before and after appearance of an object and decide its kind.
 
     The kind combines the outline (:func:`classify_kind`: a standing structure has
     sharp edges along its footprint) with the texture inside it (median local
-    standard deviation over the object's interior): a roof is flat, the ground it
-    covers and the rubble or ground a demolition leaves are rough. ``new`` when
-    the outline got sharper more than the inside got rougher
-    (``contrast - texture_contrast >= 0``), else ``demolished``; a ``new``
-    object built against an existing wall along part of its outline is
-    ``modified`` (see :func:`classify_kind`). The colour, brightness and texture measures feed
+    standard deviation over brightness, over the object's interior): a roof is
+    flat, the ground it covers and the rubble or ground a demolition leaves are
+    rough. ``demolished`` when the outline clearly weakened (``contrast <
+    -2 outline_step``), or did not get sharper while the inside got rougher
+    (``texture_contrast > texture_step``); ``new`` when the outline got sharper
+    (``contrast >= outline_step``) or the inside flatter; ``none`` when neither
+    (no structure appeared nor disappeared: not construction). A ``new``
+    object whose outline was already sharp before and after along 15–60 % of
+    it (the wall of the building it was built against) is ``modified``. The colour, brightness and texture measures feed
     :meth:`Appearance.is_shadow` and :meth:`Appearance.unchanged_structure`.
 
     Parameters
@@ -426,11 +504,21 @@ def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise
     inner = ndi.binary_erosion(mask, iterations=2)
     if inner.sum() < 0.2 * mask.sum():
         inner = mask
+    # relative texture (local standard deviation over brightness): a texture's amplitude
+    # scales with the light, so a bright roof's faint texture is not a dark ground's
+    lum_b = np.maximum(before.mean(axis=0), 1e-6)
+    lum_a = np.maximum(after.mean(axis=0), 1e-6)
+    rtb = float(np.median((texture[0] / lum_b)[inner]))
+    rta = float(np.median((texture[1] / lum_a)[inner]))
+    tex_contrast = (rta - rtb) / max(rta + rtb, 1e-9)
     tb, ta = float(np.median(texture[0][inner])), float(np.median(texture[1][inner]))
-    tex_contrast = (ta - tb) / max(ta + tb, 1e-9)
-    if contrast - tex_contrast < 0:
+    _, ring = outline_edges(before, mask)
+    both = float(np.mean((_grad(before)[ring] > strong) & (_grad(after)[ring] > strong))) if ring.any() else 0.0
+    if contrast < -2 * outline_step or (contrast < outline_step and tex_contrast > texture_step):
         kind = "demolished"
-    elif 0.15 <= sharp_b <= 0.6 and sharp_a > sharp_b + 0.15:
+    elif contrast < outline_step and tex_contrast > -texture_step:
+        kind = "none"             # no structure appeared nor disappeared
+    elif 0.15 <= both <= 0.6:
         kind = "modified"
     else:
         kind = "new"
@@ -448,7 +536,7 @@ def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise
     r = local_correlation(before, after)
     pattern = float(np.median(r[inner]))
     return Appearance(kind=kind, contrast=float(contrast), texture_contrast=float(tex_contrast),
-                      sharp_before=sharp_b, sharp_after=sharp_a, angle_deg=angle,
+                      sharp_before=sharp_b, sharp_after=sharp_a, sharp_both=both, angle_deg=angle,
                       brightness_ratio=float(ratio), texture_kept=float(kept), pattern_r=pattern)
 
 
@@ -456,3 +544,28 @@ def _local_std(g: np.ndarray, size: int = 5) -> np.ndarray:
     m = ndi.uniform_filter(g, size=size, mode="nearest")
     m2 = ndi.uniform_filter(g * g, size=size, mode="nearest")
     return np.sqrt(np.maximum(m2 - m * m, 0))
+
+
+def core_fraction(mask: np.ndarray, width: int) -> float:
+    """Share of a mask that survives an opening by a ``width`` × ``width`` square (pixels).
+
+    A building is a block: most of it is wider than a few metres in every
+    direction. The strips that moving shadows, walls, kerbs and road edges make
+    are thin everywhere, even when they join into an L or a frame whose
+    rotated rectangle looks like a building's.
+
+    Examples
+    --------
+    >>> m = np.zeros((40, 40), bool); m[5:25, 5:25] = True
+    >>> core_fraction(m, 8)
+    1.0
+    >>> frame = np.zeros((40, 40), bool); frame[5:35, 5:10] = True; frame[30:35, 5:35] = True
+    >>> core_fraction(frame, 8)
+    0.0
+    """
+    m = np.asarray(mask, bool)
+    n = int(m.sum())
+    if n == 0 or width <= 1:
+        return 1.0 if n else 0.0
+    core = ndi.binary_opening(m, structure=np.ones((width, width), bool))
+    return float(core.sum() / n)
