@@ -30,7 +30,7 @@ from .coregister import Registration, coregister
 from .detect import local_correlation, robust_scale, shadow_like
 from .errors import EmptyDataError, InputError
 from .io import sha256_file, write_text
-from .objects import (ShapeLimits, appearance, clean_mask, label_objects, object_shape, polygonize,
+from .objects import (ShapeLimits, appearance, clean_mask, core_fraction, label_objects, object_shape, polygonize,
                       regularize, shape_filter)
 from .radiometry import Normalization, apply_normalization, fit_normalization
 from .stack import Stack, check_not_empty, open_stack
@@ -95,6 +95,12 @@ class Config:
     min_solidity : float
         Area over convex-hull area: roads that turn and branching vegetation are
         not compact.
+    min_core_width_m, min_core_fraction : float
+        At least ``min_core_fraction`` of a change must be wider than
+        ``min_core_width_m`` in every direction (it survives an opening by a
+        square that wide): buildings are blocks, while moving shadows, walls,
+        kerbs and road edges make strips that stay thin even where they join
+        into an L or a frame.
     min_outline_contrast : float
         A region whose outline is sharp both before and after, and whose outline
         contrast and inside texture changed by less than this (relative, 0–1), is
@@ -143,6 +149,8 @@ class Config:
     max_elongation: float = 6.0
     min_rectangularity: float = 0.3
     min_solidity: float = 0.5
+    min_core_width_m: float = 4.0
+    min_core_fraction: float = 0.5
     min_outline_contrast: float = 0.2
     shadow_max_angle: float = 3.0
     shadow_min_flips: float = 0.1
@@ -339,7 +347,16 @@ def _pixel_steps(images, usable, model: _Model, config: Config):
     shadow = shadow_like(before, after, dark=model.dark)
     single_dark = np.where(after.mean(axis=0) < before.mean(axis=0),
                            steps.n_after == 1, steps.n_before == 1)
+    # the ground still shows through a shadow: its pattern correlates with the lit state and
+    # its texture, relative to its brightness, is kept (a shadow scales both by one factor);
+    # a flat roof replaced by rubble of the same colour correlates through faint texture, but
+    # keeps a small share of the rubble's relative texture
     textured = local_correlation(before, after) >= 0.5
+    lum_b, lum_a = before.mean(axis=0), after.mean(axis=0)
+    rel_b = steps.before[-1] / np.maximum(lum_b, 1e-6)
+    rel_a = steps.after[-1] / np.maximum(lum_a, 1e-6)
+    kept = np.where(lum_a < lum_b, rel_a / np.maximum(rel_b, 1e-6), rel_b / np.maximum(rel_a, 1e-6))
+    textured &= kept >= 0.5
     illumination = shadow & (single_dark | textured)
     strong &= ~illumination
     weak &= ~illumination
@@ -550,30 +567,33 @@ def _region_change(images, usable, obj, codes, model: _Model, config: Config):
     The mean series of the region is fitted with one or two steps
     (:func:`~changedetect.timeline.series_change`). A change that is mostly one
     of texture (a roof replaced by rubble of the same colour) barely moves the
-    region's mean, but every pixel of it stepped on the same date: when at least
-    ``min_date_agreement`` of the region's pixels (weighted by their step) share
-    one date (and its mean still moved by a quarter of ``min_magnitude``), the
-    region is dated there and its score is the median step of its pixels. Returns ``(change, use_t, how)`` or ``(None, use_t, reason)``.
+    region's mean, but every pixel of it stepped on the same date: when the
+    mean's step is weak (below ``min_magnitude``) or absent, and at least
+    ``min_date_agreement`` of the region's pixels share another date (while
+    its mean still moved by a quarter of ``min_magnitude``), the region is dated
+    there and its score is the median step of its pixels on that date. Returns ``(change, use_t, how)`` or ``(None, use_t, reason)``.
     """
     n_use = usable[:, obj].sum(axis=1)
     use_t = n_use >= 0.5 * obj.sum()
     series = (np.einsum("tbp,tp->tb", images[:, :, obj], usable[:, obj].astype(np.float32))
               / np.maximum(n_use, 1)[:, None])
     ch = series_change(series, use_t, scale=model.noise, min_after=config.persistence)
-    if ch is not None and ch.magnitude >= 0.5 * config.min_magnitude and ch.fstat >= model.min_fstat:
-        return ch, use_t, "mean series"
-    why = ("too few usable dates" if ch is None else
-           f"net change {ch.magnitude:.1f} sigma, F {ch.fstat:.1f}")
-    if ch is None or ch.magnitude < 0.25 * config.min_magnitude:
-        return None, use_t, why
     c = codes[obj]
     c = np.where(c >= _WEAK, c - _WEAK, c)
     c = c[c >= 0]
-    if c.size == 0:
-        return None, use_t, why
-    counts = np.bincount(c, minlength=len(use_t))
+    counts = np.bincount(c, minlength=len(use_t)) if c.size else np.zeros(len(use_t), int)
     k = int(np.argmax(counts))
-    agree = counts[k] / c.size
+    agree = counts[k] / max(c.size, 1)
+    passed = (ch is not None and ch.magnitude >= 0.5 * config.min_magnitude
+              and ch.fstat >= model.min_fstat)
+    # a clear step of the mean, or one on the date the pixels agree on, dates the region
+    if passed and (ch.magnitude >= config.min_magnitude or agree < config.min_date_agreement
+                   or k in (ch.first_present, ch.completed)):
+        return ch, use_t, "mean series"
+    why = ("too few usable dates" if ch is None else
+           f"net change {ch.magnitude:.1f} sigma, F {ch.fstat:.1f}")
+    if ch is None or ch.magnitude < 0.25 * config.min_magnitude or c.size == 0:
+        return None, use_t, why
     before_t = np.flatnonzero(use_t[:k])
     after_t = np.flatnonzero(use_t[k:]) + k
     if agree < config.min_date_agreement or before_t.size < 1 or after_t.size < config.persistence:
@@ -609,6 +629,7 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
     margin = 6
     red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
     ndvi_bands = (red_i, nir_i) if red_i is not None and nir_i is not None else None
+    core_px = max(1, int(round(config.min_core_width_m / px)))
     limits = ShapeLimits(min_area=config.min_area_m2, max_elongation=config.max_elongation,
                          min_rectangularity=config.min_rectangularity,
                          min_solidity=config.min_solidity, min_width=config.min_width_m)
@@ -643,7 +664,7 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
             flips = _flip_fraction(images[:, :-1][:, :, obj].mean(axis=1), usable[:, obj], k)
             feats = (f"flips {flips:.2f}, "f"kind {kind}, outline contrast {app.contrast:+.2f}, texture contrast "
                      f"{app.texture_contrast:+.2f}, outline sharp before/after {app.sharp_before:.2f}/"
-                     f"{app.sharp_after:.2f}, colour angle {app.angle_deg:.1f} deg, dark/bright "
+                     f"{app.sharp_after:.2f}, both {app.sharp_both:.2f}, colour angle {app.angle_deg:.1f} deg, dark/bright "
                      f"{app.brightness_ratio:.2f}, relative texture kept {app.texture_kept:.2f}, "
                      f"ground pattern r {app.pattern_r:.2f}, step {magnitude:.1f} sigma by {how}")
             # the built side of a change (after a construction, before a demolition) is not
@@ -655,6 +676,10 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
                 if ndvi > config.max_ndvi:
                     log.debug("%s dropped: NDVI %.2f on the built side (%s)", where, ndvi, feats)
                     continue
+            if kind == "none":
+                log.debug("%s dropped: no structure appeared nor disappeared, the outline is not "
+                          "sharper and the inside neither flatter nor rougher (%s)", where, feats)
+                continue
             if app.unchanged_structure(config.min_outline_contrast):
                 log.debug("%s dropped: the outline is as sharp before as after, the same structure "
                           "changed in brightness only (%s)", where, feats)
@@ -669,6 +694,10 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
                 continue
             raw = object_shape(geom)
             reason = shape_filter(raw, limits)
+            core = core_fraction(obj, core_px)
+            if reason is None and core < config.min_core_fraction:
+                reason = (f"thin: {core:.0%} of it is wider than {config.min_core_width_m:g} m "
+                          f"(< {config.min_core_fraction:.0%})")
             if reason:
                 log.debug("%s dropped: %s (%s)", where, reason, feats)
                 continue
