@@ -427,8 +427,9 @@ class Appearance:
     texture_kept: float
     pattern_r: float
 
-    def is_shadow(self, flips: float, *, max_angle_deg: float = 3.0,
-                  ratio: tuple[float, float] = (0.15, 0.85), min_flips: float = 0.1) -> bool:
+    def is_shadow(self, flips: float, *, max_angle_deg: float = 6.0,
+                  ratio: tuple[float, float] = (0.15, 0.85), min_flips: float = 0.1,
+                  max_contrast: float = 0.3) -> bool:
         """A change of illumination only: a shadow that moves with the sun.
 
         A shadow multiplies the radiance of every band by about the same factor
@@ -438,11 +439,15 @@ class Appearance:
         some dates and lit on others: at least ``min_flips`` of the object's
         observations sit on the wrong side of its step (``flips``, see
         ``pipeline._flip_fraction``). A new roof, even one of the ground's
-        colour, is there on every date after it was built.
+        colour, is there on every date after it was built, and brings walls all
+        around it: its outline gets sharper (``contrast >= max_contrast``), while a
+        shadow only adds its own far edge, which moves. Skylight makes shadows a
+        little bluer than the lit ground, hence a few degrees of spectral angle.
         """
         same_colour = self.angle_deg <= max_angle_deg
         scaled = ratio[0] <= self.brightness_ratio <= ratio[1]
-        return bool(same_colour and scaled and flips >= min_flips)
+        return bool(same_colour and scaled and flips >= min_flips
+                    and self.contrast < max_contrast)
 
     def unchanged_structure(self, min_contrast: float = 0.2, *, max_angle_deg: float = 2.0,
                             min_ratio: float = 0.85) -> bool:

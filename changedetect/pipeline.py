@@ -108,8 +108,10 @@ class Config:
         repainting): dropped.
     shadow_max_angle : float
         An object whose colour before and after differs by at most this spectral
-        angle (degrees), darkened or lit by one factor (0.15–0.85), is a shadow
-        when its dark state comes and goes (``shadow_min_flips``): dropped.
+        angle (degrees; skylight makes shadows a little bluer), darkened or lit
+        by one factor (0.15–0.85), whose outline did not get sharper (a roof
+        brings walls all around it) and whose dark state comes and goes
+        (``shadow_min_flips``) is a shadow moving with the sun: dropped.
     shadow_min_flips : float
         Share of an object's observations on the wrong side of its step (dark
         before it or lit after it, pixel by pixel) that marks a shadow moving
@@ -152,7 +154,7 @@ class Config:
     min_core_width_m: float = 4.0
     min_core_fraction: float = 0.5
     min_outline_contrast: float = 0.2
-    shadow_max_angle: float = 3.0
+    shadow_max_angle: float = 6.0
     shadow_min_flips: float = 0.1
     min_date_agreement: float = 0.6
     rectangle_fill: float = 0.85
