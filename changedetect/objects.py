@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["clean_mask", "label_objects", "polygonize", "regularize", "outline_edges",
-           "classify_kind", "ObjectShape", "object_shape"]
+__all__ = ["clean_mask", "label_objects", "polygonize", "regularize", "orthogonalize",
+           "dominant_angle", "outline_edges", "classify_kind", "Appearance", "appearance",
+           "ObjectShape", "object_shape", "ShapeLimits", "shape_filter", "core_fraction"]
 
 _STRUCT4 = ndi.generate_binary_structure(2, 1)
 _STRUCT8 = ndi.generate_binary_structure(2, 2)
@@ -68,12 +69,25 @@ def polygonize(mask: np.ndarray, transform):
     return geom
 
 
-def regularize(geom, *, min_fill: float = 0.8, simplify: float = 0.0):
-    """Replace a polygon by its minimum rotated rectangle when it fills it well.
+def regularize(geom, *, min_fill: float = 0.85, simplify: float = 0.0, cell: float | None = None):
+    """A building-like outline: a rotated rectangle where it fits, else an orthogonal polygon.
 
-    Buildings are mostly rectangles; a staircase outline from pixels is
-    replaced by the rectangle when the polygon covers at least ``min_fill`` of
-    it. Other shapes are simplified by ``simplify`` map units.
+    Buildings are mostly rectangles, or made of rectangles at right angles (an
+    L, a T, a U). A staircase outline from pixels is replaced by its minimum
+    rotated rectangle, shrunk to the same area, when the polygon covers at least
+    ``min_fill`` of it. Otherwise, with ``cell`` (map units, typically the pixel
+    size), it becomes an orthogonal polygon along the outline's dominant
+    direction (:func:`orthogonalize`): an L comes out as an L with square
+    corners, not as a staircase nor as its bounding rectangle. Without ``cell``
+    the outline is simplified by ``simplify`` map units.
+
+    Examples
+    --------
+    >>> from shapely.geometry import Polygon
+    >>> ell = Polygon([(0, 0), (20, 0), (20, 8), (8, 8), (8, 20), (0, 20)])
+    >>> out = regularize(ell, cell=0.5)
+    >>> len(out.exterior.coords) - 1, round(out.area, 1)
+    (6, 256.0)
     """
     import shapely
 
@@ -84,9 +98,150 @@ def regularize(geom, *, min_fill: float = 0.8, simplify: float = 0.0):
         # the rectangle around pixel edges is a little too large: shrink it to the same area
         f = np.sqrt(geom.area / rect.area)
         return shapely.affinity.scale(rect, xfact=f, yfact=f, origin="centroid")
+    if cell:
+        out = orthogonalize(geom, cell=cell)
+        if out is not None and not out.is_empty:
+            return out
     if simplify > 0:
         geom = shapely.simplify(geom, simplify, preserve_topology=True)
     return geom
+
+
+def dominant_angle(geom) -> float:
+    """Direction (degrees, modulo 90) of a polygon's edges, weighted by their length.
+
+    The mean of the edge directions on the quarter circle (angles times 4), so
+    the two walls of a corner vote for the same direction.
+
+    Examples
+    --------
+    >>> from shapely.geometry import box
+    >>> from shapely import affinity
+    >>> round(dominant_angle(affinity.rotate(box(0, 0, 30, 10), 20)), 6)
+    20.0
+    """
+    polys = getattr(geom, "geoms", [geom])
+    sx = sy = 0.0
+    for p in polys:
+        for ring in [p.exterior, *p.interiors]:
+            xy = np.asarray(ring.coords)
+            d = np.diff(xy, axis=0)
+            length = np.hypot(d[:, 0], d[:, 1])
+            a = np.arctan2(d[:, 1], d[:, 0]) * 4.0
+            sx += float(np.sum(length * np.cos(a)))
+            sy += float(np.sum(length * np.sin(a)))
+    return float(np.degrees(np.arctan2(sy, sx) / 4.0))
+
+
+def orthogonalize(geom, *, cell: float, angle: float | None = None):
+    """An orthogonal polygon (right angles only) of about the same area and shape.
+
+    The polygon is turned so that its dominant direction (:func:`dominant_angle`,
+    or ``angle`` in degrees) is along the axes, sampled on a grid of ``cell``
+    map units (a cell is inside when its centre is), cleaned of one-cell steps
+    (an opening and a closing), outlined along the grid lines and turned back.
+    Steps a pixel high that come from an oblique outline disappear; the corners
+    of an L, T or U stay square. Returns None when nothing is left.
+    """
+    import shapely
+    from affine import Affine
+    from rasterio.features import rasterize
+
+    if geom is None or geom.is_empty or cell <= 0:
+        return None
+    # the direction of the outline's walls, read on the outline simplified by a cell (a pixel
+    # staircase along an oblique wall has only axis-parallel edges)
+    theta = (dominant_angle(shapely.simplify(geom, cell, preserve_topology=True))
+             if angle is None else float(angle))
+    c = geom.centroid
+    turned = shapely.affinity.rotate(geom, -theta, origin=c)
+    x0, y0, x1, y1 = turned.bounds
+    pad = 2 * cell
+    w = int(np.ceil((x1 - x0 + 2 * pad) / cell))
+    h = int(np.ceil((y1 - y0 + 2 * pad) / cell))
+    t = Affine(cell, 0, x0 - pad, 0, -cell, y1 + pad)
+    m = rasterize([(turned, 1)], out_shape=(h, w), transform=t, dtype="uint8").astype(bool)
+    if not m.any():
+        return None
+    cleaned = ndi.binary_closing(ndi.binary_opening(m, _STRUCT8), _STRUCT8)
+    if cleaned.sum() >= 0.8 * m.sum():
+        m = cleaned
+    lab, n = ndi.label(m, structure=_STRUCT4)
+    if n > 1:                                 # keep the largest part
+        sizes = np.bincount(lab.ravel())
+        sizes[0] = 0
+        m = lab == int(np.argmax(sizes))
+    m = ndi.binary_fill_holes(m)
+    out = polygonize(m, t)
+    if out is None:
+        return None
+    if out.geom_type == "Polygon":
+        ring = _remove_jogs(np.asarray(out.exterior.coords)[:-1], 1.5 * cell)
+        if len(ring) >= 4:
+            out = shapely.Polygon(ring)
+    out = shapely.simplify(out, cell * 0.01)    # drop collinear vertices along grid lines
+    if not out.is_valid or out.is_empty:
+        return None
+    return shapely.affinity.rotate(out, theta, origin=c)
+
+
+def _remove_jogs(xy: np.ndarray, min_len: float) -> np.ndarray:
+    """Remove edges shorter than ``min_len`` from an axis-parallel ring (vertices, not closed).
+
+    A short edge joins two parallel edges (a one-cell step, or a notch at a
+    corner): the shorter of the two is moved onto the other's line, which drops
+    the short edge and changes the area by at most that edge's length times the
+    short step.
+    """
+    pts = [tuple(p) for p in xy]
+
+    def tidy(p):
+        out = []
+        for q in p:                                     # drop repeated vertices
+            if not out or abs(q[0] - out[-1][0]) + abs(q[1] - out[-1][1]) > 1e-9:
+                out.append(q)
+        if len(out) > 1 and abs(out[0][0] - out[-1][0]) + abs(out[0][1] - out[-1][1]) <= 1e-9:
+            out.pop()
+        changed = True
+        while changed and len(out) > 4:                 # drop collinear vertices
+            changed = False
+            for i in range(len(out)):
+                a, b, c = out[i - 1], out[i], out[(i + 1) % len(out)]
+                if (abs(a[0] - b[0]) < 1e-9 and abs(b[0] - c[0]) < 1e-9) or \
+                        (abs(a[1] - b[1]) < 1e-9 and abs(b[1] - c[1]) < 1e-9):
+                    out.pop(i)
+                    changed = True
+                    break
+        return out
+
+    pts = tidy(pts)
+    for _ in range(4 * len(pts)):
+        n = len(pts)
+        if n <= 4:
+            break
+        lengths = [abs(pts[(i + 1) % n][0] - pts[i][0]) + abs(pts[(i + 1) % n][1] - pts[i][1])
+                   for i in range(n)]
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_len:
+            break
+        prev_len, next_len = lengths[i - 1], lengths[(i + 1) % n]
+        a, b = i, (i + 1) % n                           # the short edge's two vertices
+        vertical = abs(pts[a][0] - pts[b][0]) < 1e-9    # short edge along y: neighbours along x
+        k = 1 if vertical else 0                        # the coordinate the neighbours share
+        if prev_len <= next_len:                        # move the previous edge onto the next one
+            target = pts[b][k]
+            for j in (i - 1, a):
+                p = list(pts[j])
+                p[k] = target
+                pts[j] = tuple(p)
+        else:                                           # move the next edge onto the previous one
+            target = pts[a][k]
+            for j in (b, (i + 2) % n):
+                p = list(pts[j])
+                p[k] = target
+                pts[j] = tuple(p)
+        pts = tidy(pts)
+    return np.asarray(pts)
 
 
 def _grad(img: np.ndarray) -> np.ndarray:
@@ -148,12 +303,13 @@ def classify_kind(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *,
 
 @dataclass(frozen=True)
 class ObjectShape:
-    """Shape measures of a polygon: area, rectangularity, solidity, elongation."""
+    """Shape measures of a polygon: area, rectangularity, solidity, elongation, mean width."""
 
     area: float
     rectangularity: float
     solidity: float
     elongation: float
+    width: float = float("inf")
 
 
 def object_shape(geom) -> ObjectShape:
@@ -166,4 +322,255 @@ def object_shape(geom) -> ObjectShape:
     sides = np.hypot(np.diff(x), np.diff(y))[:2]
     elong = float(sides.max() / max(sides.min(), 1e-9))
     return ObjectShape(area=float(geom.area), rectangularity=float(geom.area / max(rect.area, 1e-9)),
-                       solidity=float(geom.area / max(hull.area, 1e-9)), elongation=elong)
+                       solidity=float(geom.area / max(hull.area, 1e-9)), elongation=elong,
+                       width=float(geom.area / max(sides.max(), 1e-9)))
+
+
+@dataclass(frozen=True)
+class ShapeLimits:
+    """Limits of a building-like object, in map units (see :func:`shape_filter`).
+
+    Attributes
+    ----------
+    min_area : float
+        Minimum mapping unit (m²): vehicles, debris, noise.
+    max_elongation : float
+        Longest over shortest side of the minimum rotated rectangle: roads, kerbs,
+        fences and the slivers of moving wall shadows are long and thin.
+    min_rectangularity : float
+        Area over the area of the minimum rotated rectangle: buildings fill it
+        (an L fills 0.5–0.8 of it), tree crowns, soil patches and rubble
+        heaps are ragged.
+    min_solidity : float
+        Area over the convex hull's area: buildings are compact, roads that turn
+        and branching vegetation are not.
+    min_width : float
+        Mean width (area over the rectangle's long side): strips narrower than
+        this are not buildings.
+    """
+
+    min_area: float = 30.0
+    max_elongation: float = 6.0
+    min_rectangularity: float = 0.45
+    min_solidity: float = 0.6
+    min_width: float = 2.0
+
+
+def shape_filter(shape: ObjectShape, limits: ShapeLimits) -> str | None:
+    """Why an object's shape is not a building's, or None when it passes every limit.
+
+    Examples
+    --------
+    >>> from shapely.geometry import box
+    >>> shape_filter(object_shape(box(0, 0, 60, 3)), ShapeLimits())    # a road strip
+    'elongation 20.0 > 6'
+    >>> shape_filter(object_shape(box(0, 0, 2, 1)), ShapeLimits())     # a vehicle
+    'area 2.0 m2 < 30'
+    >>> shape_filter(object_shape(box(0, 0, 20, 12)), ShapeLimits()) is None
+    True
+    """
+    if shape.area < limits.min_area:
+        return f"area {shape.area:.1f} m2 < {limits.min_area:g}"
+    if shape.elongation > limits.max_elongation:
+        return f"elongation {shape.elongation:.1f} > {limits.max_elongation:g}"
+    if shape.width < limits.min_width:
+        return f"mean width {shape.width:.1f} m < {limits.min_width:g}"
+    if shape.rectangularity < limits.min_rectangularity:
+        return f"rectangularity {shape.rectangularity:.2f} < {limits.min_rectangularity:g}"
+    if shape.solidity < limits.min_solidity:
+        return f"solidity {shape.solidity:.2f} < {limits.min_solidity:g}"
+    return None
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """How an object looks before and after its change (see :func:`appearance`).
+
+    Attributes
+    ----------
+    kind : str
+        ``new``, ``demolished``, ``modified``, or ``none`` when no structure
+        appeared nor disappeared.
+    contrast : float
+        Outline gradient, ``(after - before) / (after + before)``, -1..1.
+    texture_contrast : float
+        Relative local texture (over brightness) inside the object,
+        ``(after - before) / (after + before)``:
+        negative when it became flatter (a roof on ground), positive when it
+        became rougher (rubble or ground where a roof was).
+    sharp_before, sharp_after : float
+        Share of the outline with a strong edge (a standing structure's wall).
+    sharp_both : float
+        Share of the outline with a strong edge both before and after: the wall of
+        an existing building that a ``modified`` annex was built against.
+    angle_deg : float
+        Spectral angle between the object's mean colour before and after: a
+        shadow scales every band by about one factor (a small angle).
+    brightness_ratio : float
+        Mean brightness of the darker side over the brighter one.
+    texture_kept : float
+        Relative texture (texture over brightness) of the darker side over that of
+        the brighter side: about 1 when the ground still shows through (a shadow),
+        low when a flat roof covers it.
+    pattern_r : float
+        Median local correlation of the two sides' ground pattern inside the object.
+    """
+
+    kind: str
+    contrast: float
+    texture_contrast: float
+    sharp_before: float
+    sharp_after: float
+    sharp_both: float
+    angle_deg: float
+    brightness_ratio: float
+    texture_kept: float
+    pattern_r: float
+
+    def is_shadow(self, flips: float, *, max_angle_deg: float = 6.0,
+                  ratio: tuple[float, float] = (0.15, 0.85), min_flips: float = 0.1,
+                  max_contrast: float = 0.3) -> bool:
+        """A change of illumination only: a shadow that moves with the sun.
+
+        A shadow multiplies the radiance of every band by about the same factor
+        (the share of diffuse light), so the colour stays (spectral angle at most
+        ``max_angle_deg``) while the brightness changes by a factor within
+        ``ratio``; and it moves with the sun, so the ground it falls on is dark on
+        some dates and lit on others: at least ``min_flips`` of the object's
+        observations sit on the wrong side of its step (``flips``, see
+        ``pipeline._flip_fraction``). A new roof, even one of the ground's
+        colour, is there on every date after it was built, and brings walls all
+        around it: its outline gets sharper (``contrast >= max_contrast``), while a
+        shadow only adds its own far edge, which moves. Skylight makes shadows a
+        little bluer than the lit ground, hence a few degrees of spectral angle.
+        """
+        same_colour = self.angle_deg <= max_angle_deg
+        scaled = ratio[0] <= self.brightness_ratio <= ratio[1]
+        return bool(same_colour and scaled and flips >= min_flips
+                    and self.contrast < max_contrast)
+
+    def unchanged_structure(self, min_contrast: float = 0.2, *, max_angle_deg: float = 2.0,
+                            min_ratio: float = 0.85) -> bool:
+        """The same surface before and after: only its brightness changed a little.
+
+        Same colour (spectral angle at most ``max_angle_deg``), brightness within
+        ``min_ratio``, an outline neither sharper nor weaker (``|contrast| <
+        min_contrast``) and an inside not rougher (a demolition leaves rubble or
+        ground rougher than the roof): a roof at the sensor's saturation or in
+        another light, not a construction nor a demolition.
+        """
+        return bool(self.angle_deg <= max_angle_deg and self.brightness_ratio >= min_ratio
+                    and abs(self.contrast) < min_contrast
+                    and self.texture_contrast < 0.75 * min_contrast)
+
+
+def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise: float,
+               texture: tuple[np.ndarray, np.ndarray] | None = None, outline_step: float = 0.1,
+               texture_step: float = 0.2) -> Appearance:
+    """Measure the before and after appearance of an object and decide its kind.
+
+    The kind combines the outline (:func:`classify_kind`: a standing structure has
+    sharp edges along its footprint) with the texture inside it (median local
+    standard deviation over brightness, over the object's interior): a roof is
+    flat, the ground it covers and the rubble or ground a demolition leaves are
+    rough. ``demolished`` when the outline clearly weakened (``contrast <
+    -2 outline_step``), or did not get sharper while the inside got rougher
+    (``texture_contrast > texture_step``); ``new`` when the outline got sharper
+    (``contrast >= outline_step``) or the inside flatter; ``none`` when neither
+    (no structure appeared nor disappeared: not construction). A ``new``
+    object whose outline was already sharp before and after along 15–60 % of
+    it (the wall of the building it was built against) is ``modified``. The colour, brightness and texture measures feed
+    :meth:`Appearance.is_shadow` and :meth:`Appearance.unchanged_structure`.
+
+    Parameters
+    ----------
+    before, after : ndarray, shape (bands, rows, cols)
+        Composites of each side of the change.
+    mask : ndarray of bool
+        The object's pixels.
+    noise : float
+        Typical gradient magnitude of unchanged ground.
+    texture : (ndarray, ndarray), optional
+        Local texture (standard deviation) of each side; computed from the band
+        mean in 5 × 5 windows when omitted.
+    """
+    mask = np.asarray(mask, bool)
+    before = np.asarray(before, np.float32)
+    after = np.asarray(after, np.float32)
+    gb, _ = outline_edges(before, mask)
+    ga, _ = outline_edges(after, mask)
+    eb, ea = float(np.mean(gb)), float(np.mean(ga))
+    contrast = (ea - eb) / max(ea + eb, 1e-9)
+    strong = 4.0 * noise
+    sharp_b = float(np.mean(gb > strong)) if gb.size else 0.0
+    sharp_a = float(np.mean(ga > strong)) if ga.size else 0.0
+    if texture is None:
+        texture = (_local_std(before.mean(axis=0)), _local_std(after.mean(axis=0)))
+    inner = ndi.binary_erosion(mask, iterations=2)
+    if inner.sum() < 0.2 * mask.sum():
+        inner = mask
+    # relative texture (local standard deviation over brightness): a texture's amplitude
+    # scales with the light, so a bright roof's faint texture is not a dark ground's
+    lum_b = np.maximum(before.mean(axis=0), 1e-6)
+    lum_a = np.maximum(after.mean(axis=0), 1e-6)
+    rtb = float(np.median((texture[0] / lum_b)[inner]))
+    rta = float(np.median((texture[1] / lum_a)[inner]))
+    tex_contrast = (rta - rtb) / max(rta + rtb, 1e-9)
+    tb, ta = float(np.median(texture[0][inner])), float(np.median(texture[1][inner]))
+    _, ring = outline_edges(before, mask)
+    both = float(np.mean((_grad(before)[ring] > strong) & (_grad(after)[ring] > strong))) if ring.any() else 0.0
+    if contrast < -2 * outline_step or (contrast < outline_step and tex_contrast > texture_step):
+        kind = "demolished"
+    elif contrast < outline_step and tex_contrast > -texture_step:
+        kind = "none"             # no structure appeared nor disappeared
+    elif 0.15 <= both <= 0.6:
+        kind = "modified"
+    else:
+        kind = "new"
+    mb = before[:, mask].mean(axis=1)
+    ma = after[:, mask].mean(axis=1)
+    cos = float(np.dot(mb, ma) / max(np.linalg.norm(mb) * np.linalg.norm(ma), 1e-9))
+    angle = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    lb, la = float(mb.mean()), float(ma.mean())
+    dark_after = la < lb
+    ratio = min(la, lb) / max(la, lb, 1e-9)
+    rel_b, rel_a = tb / max(lb, 1e-9), ta / max(la, 1e-9)
+    kept = (rel_a / max(rel_b, 1e-9)) if dark_after else (rel_b / max(rel_a, 1e-9))
+    from .detect import local_correlation
+
+    r = local_correlation(before, after)
+    pattern = float(np.median(r[inner]))
+    return Appearance(kind=kind, contrast=float(contrast), texture_contrast=float(tex_contrast),
+                      sharp_before=sharp_b, sharp_after=sharp_a, sharp_both=both, angle_deg=angle,
+                      brightness_ratio=float(ratio), texture_kept=float(kept), pattern_r=pattern)
+
+
+def _local_std(g: np.ndarray, size: int = 5) -> np.ndarray:
+    m = ndi.uniform_filter(g, size=size, mode="nearest")
+    m2 = ndi.uniform_filter(g * g, size=size, mode="nearest")
+    return np.sqrt(np.maximum(m2 - m * m, 0))
+
+
+def core_fraction(mask: np.ndarray, width: int) -> float:
+    """Share of a mask that survives an opening by a ``width`` × ``width`` square (pixels).
+
+    A building is a block: most of it is wider than a few metres in every
+    direction. The strips that moving shadows, walls, kerbs and road edges make
+    are thin everywhere, even when they join into an L or a frame whose
+    rotated rectangle looks like a building's.
+
+    Examples
+    --------
+    >>> m = np.zeros((40, 40), bool); m[5:25, 5:25] = True
+    >>> core_fraction(m, 8)
+    1.0
+    >>> frame = np.zeros((40, 40), bool); frame[5:35, 5:10] = True; frame[30:35, 5:35] = True
+    >>> core_fraction(frame, 8)
+    0.0
+    """
+    m = np.asarray(mask, bool)
+    n = int(m.sum())
+    if n == 0 or width <= 1:
+        return 1.0 if n else 0.0
+    core = ndi.binary_opening(m, structure=np.ones((width, width), bool))
+    return float(core.sum() / n)

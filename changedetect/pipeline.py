@@ -30,10 +30,11 @@ from .coregister import Registration, coregister
 from .detect import local_correlation, robust_scale, shadow_like
 from .errors import EmptyDataError, InputError
 from .io import sha256_file, write_text
-from .objects import classify_kind, clean_mask, label_objects, object_shape, polygonize, regularize
+from .objects import (ShapeLimits, appearance, clean_mask, core_fraction, label_objects, object_shape, polygonize,
+                      regularize, shape_filter)
 from .radiometry import Normalization, apply_normalization, fit_normalization
 from .stack import Stack, check_not_empty, open_stack
-from .timeline import series_change, step_change
+from .timeline import SeriesChange, series_change, step_change
 from .vector import FORMATS, buildings_to_frames, export, export_buildings, to_geodataframe
 
 __all__ = ["Config", "Result", "detect_changes"]
@@ -65,6 +66,11 @@ class Config:
         norm over bands and texture of the difference between the means before
         and after), that counts as a change. An object's net change must reach
         half of it (its mean is far less noisy than a pixel).
+    weak_fraction : float
+        Hysteresis: a pixel whose step reaches ``weak_fraction * min_magnitude``
+        (and passes the F test) joins a change when it is connected, through
+        pixels of the same date, to pixels above ``min_magnitude``. This is what
+        completes a demolition whose rubble has the colour of the old roof.
     alpha : float
         Significance of the step (F test of the two-segment fit against the
         variation within the segments): a step must stand out from seasons,
@@ -83,6 +89,39 @@ class Config:
         Longest side over shortest side of a change's rotated rectangle. Moving
         shadows of walls and fences make long thin slivers; raise it for long
         sheds or barracks.
+    min_rectangularity : float
+        A change must fill at least this share of its minimum rotated rectangle
+        (a rectangle fills 1, an L 0.5–0.8; tree crowns and soil patches are ragged).
+    min_solidity : float
+        Area over convex-hull area: roads that turn and branching vegetation are
+        not compact.
+    min_core_width_m, min_core_fraction : float
+        At least ``min_core_fraction`` of a change must be wider than
+        ``min_core_width_m`` in every direction (it survives an opening by a
+        square that wide): buildings are blocks, while moving shadows, walls,
+        kerbs and road edges make strips that stay thin even where they join
+        into an L or a frame.
+    min_outline_contrast : float
+        A region whose outline is sharp both before and after, and whose outline
+        contrast and inside texture changed by less than this (relative, 0–1), is
+        a standing structure that only changed brightness (saturation,
+        repainting): dropped.
+    shadow_max_angle : float
+        An object whose colour before and after differs by at most this spectral
+        angle (degrees; skylight makes shadows a little bluer), darkened or lit
+        by one factor (0.15–0.85), whose outline did not get sharper (a roof
+        brings walls all around it) and whose dark state comes and goes
+        (``shadow_min_flips``) is a shadow moving with the sun: dropped.
+    shadow_min_flips : float
+        Share of an object's observations on the wrong side of its step (dark
+        before it or lit after it, pixel by pixel) that marks a shadow moving
+        with the sun; a roof is there on every date after it was built.
+    min_date_agreement : float
+        A region whose mean series has no clean step is still a change when this
+        share of its pixels stepped on one date (rubble of the roof's colour).
+    rectangle_fill : float
+        Outlines that fill this share of their minimum rotated rectangle become
+        that rectangle; others become orthogonal polygons.
     transient_sigma : float
         A pixel brighter (or darker) in all bands than both neighbouring dates
         by this many noise sigmas is a transient (cloud, cloud shadow) and
@@ -112,12 +151,22 @@ class Config:
     coregister: str = "local"
     on_registration_failure: str = "raise"
     min_magnitude: float = 14.0
+    weak_fraction: float = 0.5
     alpha: float = 0.01
     persistence: int = 2
     min_area_m2: float = 30.0
     min_width_m: float = 2.0
     max_ndvi: float = 0.3
     max_elongation: float = 6.0
+    min_rectangularity: float = 0.3
+    min_solidity: float = 0.5
+    min_core_width_m: float = 4.0
+    min_core_fraction: float = 0.5
+    min_outline_contrast: float = 0.2
+    shadow_max_angle: float = 6.0
+    shadow_min_flips: float = 0.1
+    min_date_agreement: float = 0.6
+    rectangle_fill: float = 0.85
     transient_sigma: float = 3.0
     block: int = 512
     formats: tuple[str, ...] = ("gpkg", "geojson")
@@ -136,6 +185,9 @@ class Config:
                                  f"{', '.join(allowed)}.")
         if not 0 < self.alpha < 0.5:
             raise InputError(f"alpha={self.alpha} must be between 0 and 0.5.")
+        if not 0 < self.weak_fraction <= 1:
+            raise InputError(f"weak_fraction={self.weak_fraction} must be in (0, 1]; 1 turns the "
+                             "hysteresis off.")
         if self.min_magnitude <= 0:
             raise InputError("min_magnitude must be positive (noise standard deviations).")
         if self.persistence < 1:
@@ -241,6 +293,7 @@ class _Model:
     dark: float                  # brightness below which a state can be a shadow
     flagged: tuple[bool, ...]
     min_fstat: float
+    ndvi_bands: tuple[int, int] | None = None   # (red, nir) indices, when the stack has them
 
 
 def _texture(images: np.ndarray, *, size: int = 5) -> np.ndarray:
@@ -294,11 +347,27 @@ def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: i
     return images, usable
 
 
+#: Offset of the date code of a *weak* changed pixel in the per-pixel step raster.
+_WEAK = 1024
+
+
 def _pixel_steps(images, usable, model: _Model, config: Config):
-    """Best step per pixel and whether it counts as a change."""
+    """Best step per pixel and whether it counts as a change.
+
+    Returns ``steps`` and ``changed``. A *strong* pixel has a step of at least
+    ``min_magnitude`` sigma; a *weak* one reaches ``weak_fraction`` of it with the
+    same F test. Weak pixels only count where they join strong ones of the same
+    date (hysteresis, see :func:`_candidates`): a demolished roof whose rubble has
+    the roof's colour, or a roof close to the ground's colour, changes only a
+    little per pixel, but all of it on the date the strong part (its vanished or
+    new shadow, its outline) changed. To keep the caller's one-raster write, the
+    ``first_present`` of a weak pixel is offset by ``_WEAK``.
+    """
     steps = step_change(images, usable, scale=model.noise, min_before=1,
                         min_after=config.persistence)
-    changed = (steps.magnitude >= config.min_magnitude) & (steps.fstat >= model.min_fstat)
+    clean = steps.fstat >= model.min_fstat
+    strong = (steps.magnitude >= config.min_magnitude) & clean
+    weak = (steps.magnitude >= config.weak_fraction * config.min_magnitude) & clean & ~strong
     # illumination, not construction: all bands darker by a similar factor (a shadow) on one
     # side, with either the ground's texture still showing through, or only one observation
     # on the dark side (the baseline's long winter shadows)
@@ -306,9 +375,66 @@ def _pixel_steps(images, usable, model: _Model, config: Config):
     shadow = shadow_like(before, after, dark=model.dark)
     single_dark = np.where(after.mean(axis=0) < before.mean(axis=0),
                            steps.n_after == 1, steps.n_before == 1)
+    # the ground still shows through a shadow: its pattern correlates with the lit state and
+    # its texture, relative to its brightness, is kept (a shadow scales both by one factor);
+    # a flat roof replaced by rubble of the same colour correlates through faint texture, but
+    # keeps a small share of the rubble's relative texture
     textured = local_correlation(before, after) >= 0.5
-    changed &= ~(shadow & (single_dark | textured))
-    return steps, changed
+    lum_b, lum_a = before.mean(axis=0), after.mean(axis=0)
+    rel_b = steps.before[-1] / np.maximum(lum_b, 1e-6)
+    rel_a = steps.after[-1] / np.maximum(lum_a, 1e-6)
+    kept = np.where(lum_a < lum_b, rel_a / np.maximum(rel_b, 1e-6), rel_b / np.maximum(rel_a, 1e-6))
+    textured &= kept >= 0.5
+    illumination = shadow & (single_dark | textured)
+    strong &= ~illumination
+    weak &= ~illumination
+    if model.ndvi_bands is not None:
+        # vegetation, not construction: green (NDVI above max_ndvi) on some date on both sides
+        # of its step. A roof built on grass is never green after; ground left by a
+        # demolition was never green before; grass and trees in season are green on both sides.
+        veg = _green_both_sides(images, usable, steps.first_present, model.ndvi_bands,
+                                config.max_ndvi)
+        strong &= ~veg
+        weak &= ~veg
+    if weak.any():
+        code = np.where(weak, steps.first_present + _WEAK, steps.first_present).astype(np.int16)
+        steps = dataclasses.replace(steps, first_present=code)
+    return steps, strong | weak
+
+
+def _green_both_sides(images, usable, first, bands, max_ndvi):
+    """Pixels green (NDVI > ``max_ndvi``) on at least one usable date before and one after their step."""
+    red, nir = images[:, bands[0]], images[:, bands[1]]
+    green = ((nir - red) > max_ndvi * np.maximum(nir + red, 1e-6)) & usable
+    after = np.arange(images.shape[0])[:, None, None] >= first[None]
+    return (green & ~after).any(axis=0) & (green & after).any(axis=0) & (first >= 0)
+
+
+def _hysteresis(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Changed pixels of a window of the step raster, weak ones kept where they join strong ones.
+
+    ``codes`` holds a pixel's date index (strong), date + ``_WEAK`` (weak) or -1.
+    A weak pixel is kept when it is 8-connected, through pixels of the same date,
+    to a strong pixel of that date, or when its group reaches the window's
+    edge (it may join a strong pixel outside; :func:`_candidates` checks whole
+    regions). Returns the kept mask and the strong mask.
+    """
+    strong = (codes >= 0) & (codes < _WEAK)
+    weak = codes >= _WEAK
+    if not weak.any():
+        return strong, strong
+    keep = strong.copy()
+    dates = np.where(weak, codes - _WEAK, codes)
+    for d in np.unique(dates[weak]):
+        group = (dates == d) & (strong | weak)
+        lab, n = ndi.label(group, structure=np.ones((3, 3), bool))
+        ok = np.zeros(n + 1, bool)
+        ok[np.unique(lab[strong & (dates == d)])] = True
+        edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+        ok[np.unique(edge)] = True
+        ok[0] = False
+        keep |= ok[lab]
+    return keep, strong
 
 
 def _fit_model(stack: Stack, config: Config, flagged: Sequence[bool]) -> tuple[_Model, dict]:
@@ -340,8 +466,10 @@ def _fit_model(stack: Stack, config: Config, flagged: Sequence[bool]) -> tuple[_
     dark = float(np.quantile(base.mean(axis=0)[bv], 0.3))
     n = len(stack)
     min_f = float(f_dist.isf(config.alpha, stack.count + 1, (stack.count + 1) * max(n - 2, 1)))
+    red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
     model = _Model(norms=tuple(norms), noise=noise, dark=dark, flagged=tuple(flagged),
-                   min_fstat=min_f)
+                   min_fstat=min_f,
+                   ndvi_bands=(red_i, nir_i) if red_i is not None and nir_i is not None else None)
     stats = {"thresholds": {"min_magnitude_sigma": config.min_magnitude,
                             "min_fstat": round(min_f, 4),
                             "fstat_alpha": config.alpha},
@@ -368,7 +496,8 @@ def _candidates(first_path: Path, stack: Stack, config: Config, *, block: int = 
     belongs to the block that holds its first pixel in raster order, so it is
     yielded once, and a region that reaches the window's edge is re-read in a
     window grown around it until it is whole. Memory follows the block and the largest region, not
-    the grid.
+    the grid. Weak changed pixels join a region only through strong ones of the same date
+    (:func:`_hysteresis`); a region without a strong pixel is not yielded.
     """
     import rasterio
     from rasterio.windows import Window
@@ -381,7 +510,8 @@ def _candidates(first_path: Path, stack: Stack, config: Config, *, block: int = 
 
         def labelled(r0, r1, c0, c1):
             a = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
-            return label_objects(clean_mask(a >= 1, min_pixels=min_pixels, radius=radius))[0]
+            keep, strong = _hysteresis(a)
+            return label_objects(clean_mask(keep, min_pixels=min_pixels, radius=radius))[0], strong
 
         # cleaning (an opening) can detach a region from the window's edge by up to its
         # radius: a region that close to an inner edge may continue outside the window
@@ -404,13 +534,14 @@ def _candidates(first_path: Path, stack: Stack, config: Config, *, block: int = 
         for inner, outer in stack.windows(block=block, halo=halo):
             win = (int(outer.row_off), int(outer.row_off + outer.height),
                    int(outer.col_off), int(outer.col_off + outer.width))
-            labels = labelled(*win)
+            labels, strong = labelled(*win)
             for lab, sl in enumerate(ndi.find_objects(labels), start=1):
                 if sl is None:
                     continue
                 box = (win[0] + sl[0].start, win[0] + sl[0].stop,
                        win[2] + sl[1].start, win[2] + sl[1].stop)
                 obj = labels[sl] == lab
+                has_strong = bool(strong[sl][obj].any())
                 if not owns(inner, box, obj):
                     continue                      # another block's region
                 grown = win
@@ -418,23 +549,104 @@ def _candidates(first_path: Path, stack: Stack, config: Config, *, block: int = 
                     seed = np.argwhere(obj)[0] + (box[0], box[2])
                     grown = (max(0, box[0] - halo), min(height, box[1] + halo),
                              max(0, box[2] - halo), min(width, box[3] + halo))
-                    lab2 = labelled(*grown)
+                    lab2, strong2 = labelled(*grown)
                     which = lab2[seed[0] - grown[0], seed[1] - grown[2]]
+                    if which == 0:            # weak pixels that joined no strong ones after all
+                        has_strong = False
+                        break
                     sl2 = ndi.find_objects((lab2 == which).astype(np.int8))[0]
                     box = (grown[0] + sl2[0].start, grown[0] + sl2[0].stop,
                            grown[2] + sl2[1].start, grown[2] + sl2[1].stop)
                     obj = lab2[sl2] == which
+                    has_strong = bool(strong2[sl2][obj].any())
                 # a region that only looked separate inside the window (a U joined outside
                 # it) is whole now: yield it once, from the block that owns its first pixel
                 key = (box, int(obj.sum()))
-                if owns(inner, box, obj) and key not in seen:
+                if has_strong and owns(inner, box, obj) and key not in seen:
                     seen.add(key)
                     yield box[0], box[2], obj
 
 
+def _flip_fraction(lum: np.ndarray, usable: np.ndarray, k: int) -> float:
+    """Share of a region's usable observations that sit on the wrong side of its step.
+
+    ``lum`` (dates, pixels) is brightness, the step is between dates ``k - 1`` and
+    ``k``. Per pixel, an observation before the step that is closer to the pixel's
+    after level, or after the step and closer to its before level, has flipped. A
+    roof, once built, is there on every later date; the ground under a shadow that
+    moves with the sun is dark on some dates and lit on others, so its pixels flip.
+    """
+    u = usable.astype(np.float32)
+    side = (np.arange(lum.shape[0]) >= k)[:, None]
+    nb = np.maximum((u * ~side).sum(axis=0), 1)
+    na = np.maximum((u * side).sum(axis=0), 1)
+    lb = (lum * u * ~side).sum(axis=0) / nb
+    la = (lum * u * side).sum(axis=0) / na
+    mid = 0.5 * (lb + la)
+    up = la > lb
+    closer_after = np.where(up, lum > mid, lum < mid)
+    flipped = np.where(side, ~closer_after, closer_after) & usable
+    return float(flipped.sum() / max(usable.sum(), 1))
+
+
+def _region_change(images, usable, obj, codes, model: _Model, config: Config):
+    """The change of one region: the step of its mean series, else the date its pixels agree on.
+
+    The mean series of the region is fitted with one or two steps
+    (:func:`~changedetect.timeline.series_change`). A change that is mostly one
+    of texture (a roof replaced by rubble of the same colour) barely moves the
+    region's mean, but every pixel of it stepped on the same date: when the
+    mean's step is weak (below ``min_magnitude``) or absent, and at least
+    ``min_date_agreement`` of the region's pixels share another date (while
+    its mean still moved by a quarter of ``min_magnitude``), the region is dated
+    there and its score is the median step of its pixels on that date. Returns ``(change, use_t, how)`` or ``(None, use_t, reason)``.
+    """
+    n_use = usable[:, obj].sum(axis=1)
+    use_t = n_use >= 0.5 * obj.sum()
+    series = (np.einsum("tbp,tp->tb", images[:, :, obj], usable[:, obj].astype(np.float32))
+              / np.maximum(n_use, 1)[:, None])
+    ch = series_change(series, use_t, scale=model.noise, min_after=config.persistence)
+    c = codes[obj]
+    c = np.where(c >= _WEAK, c - _WEAK, c)
+    c = c[c >= 0]
+    counts = np.bincount(c, minlength=len(use_t)) if c.size else np.zeros(len(use_t), int)
+    k = int(np.argmax(counts))
+    agree = counts[k] / max(c.size, 1)
+    passed = (ch is not None and ch.magnitude >= 0.5 * config.min_magnitude
+              and ch.fstat >= model.min_fstat)
+    # a clear step of the mean, or one on the date the pixels agree on, dates the region
+    if passed and (ch.magnitude >= config.min_magnitude or agree < config.min_date_agreement
+                   or k in (ch.first_present, ch.completed)):
+        return ch, use_t, "mean series"
+    why = ("too few usable dates" if ch is None else
+           f"net change {ch.magnitude:.1f} sigma, F {ch.fstat:.1f}")
+    if ch is None or ch.magnitude < 0.25 * config.min_magnitude or c.size == 0:
+        return None, use_t, why
+    before_t = np.flatnonzero(use_t[:k])
+    after_t = np.flatnonzero(use_t[k:]) + k
+    if agree < config.min_date_agreement or before_t.size < 1 or after_t.size < config.persistence:
+        return None, use_t, f"{why}; pixels agree on a date at {agree:.0%}"
+    steps = step_change(images[:, :, obj][:, :, None], usable[:, obj][:, None],
+                        scale=model.noise, min_before=1, min_after=config.persistence)
+    mags = steps.magnitude[0][steps.first_present[0] == k]
+    fst = steps.fstat[0][steps.first_present[0] == k]
+    magnitude = float(np.median(mags)) if mags.size else 0.0
+    fstat = float(np.median(fst)) if fst.size else 0.0
+    ch = SeriesChange(first_present=k, last_absent=int(before_t[-1]), completed=k,
+                      magnitude=magnitude, fstat=fstat, n_before=int(before_t.size),
+                      n_after=int(after_t.size), steps=1)
+    return ch, use_t, f"pixel dates ({agree:.0%} agree; mean series: {why})"
+
+
 def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config,
              progress: Progress | None) -> list[dict]:
-    """Date, classify and outline every candidate region; drop those that are not construction."""
+    """Date, classify and outline every candidate region; drop those that are not construction.
+
+    Every region that is dropped is logged (``DEBUG``) with the reason: no clean
+    step, vegetation on the built side, an unchanged structure, an illumination
+    change (a shadow), or a shape filter (:func:`~changedetect.objects.shape_filter`).
+    """
+    import rasterio
     from rasterio.windows import Window
 
     px = stack.pixel_size
@@ -445,76 +657,102 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
     margin = 6
     red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
     ndvi_bands = (red_i, nir_i) if red_i is not None and nir_i is not None else None
+    core_px = max(1, int(round(config.min_core_width_m / px)))
+    limits = ShapeLimits(min_area=config.min_area_m2, max_elongation=config.max_elongation,
+                         min_rectangularity=config.min_rectangularity,
+                         min_solidity=config.min_solidity, min_width=config.min_width_m)
     n = 0
-    for lab, (top, left, region) in enumerate(_candidates(first_path, stack, config), start=1):
-        n = lab
-        if progress is not None:
-            progress("objects", lab, 0)
-        r0, r1 = max(0, top - margin), min(stack.height, top + region.shape[0] + margin)
-        c0, c1 = max(0, left - margin), min(stack.width, left + region.shape[1] + margin)
-        win = Window(c0, r0, c1 - c0, r1 - r0)
-        obj = np.zeros((r1 - r0, c1 - c0), bool)
-        obj[top - r0:top - r0 + region.shape[0], left - c0:left - c0 + region.shape[1]] = region
-        images, usable = _read_series(stack, model, win, config)
-        # the object's own series: mean of its usable pixels on each date
-        n_use = usable[:, obj].sum(axis=1)
-        use_t = n_use >= 0.5 * obj.sum()
-        series = (np.einsum("tbp,tp->tb", images[:, :, obj], usable[:, obj].astype(np.float32))
-                  / np.maximum(n_use, 1)[:, None])
-        ch = series_change(series, use_t, scale=model.noise, min_after=config.persistence)
-        if ch is None or ch.magnitude < 0.5 * config.min_magnitude or ch.fstat < model.min_fstat:
-            log.debug("region %d at rows %d-%d cols %d-%d dropped: %s", lab, r0, r1, c0, c1,
-                      "too few usable dates" if ch is None else
-                      f"net change {ch.magnitude:.1f} sigma, F {ch.fstat:.1f}")
-            continue
-        k, last, magnitude, fstat = ch.first_present, ch.last_absent, ch.magnitude, ch.fstat
-        before_t = [t for t in range(k) if use_t[t]]
-        after_t = [t for t in range(ch.completed, len(dates)) if use_t[t]]
-        before = _masked_mean(images[before_t, :-1], usable[before_t])
-        after = _masked_mean(images[after_t, :-1], usable[after_t])
-        g0 = images[before_t[0], :-1].mean(axis=0)
-        noise_grad = float(np.median(np.hypot(ndi.sobel(g0, 0), ndi.sobel(g0, 1)) / 8)) + 1e-6
-        kind, contrast = classify_kind(before, after, obj, noise=noise_grad)
-        # the built side of a change (after a construction, before a demolition) is not
-        # vegetation: a change whose built side is green is trees or a field in season
-        if ndvi_bands is not None:
-            built = after if kind != "demolished" else before
-            red, nir = built[ndvi_bands[0]][obj], built[ndvi_bands[1]][obj]
-            ndvi = float(np.mean((nir - red) / np.maximum(nir + red, 1e-6)))
-            if ndvi > config.max_ndvi:
-                log.debug("region %d at rows %d-%d cols %d-%d dropped: NDVI %.2f on the built side",
-                          lab, r0, r1, c0, c1, ndvi)
+    with rasterio.open(first_path) as codes_ds:
+        for lab, (top, left, region) in enumerate(_candidates(first_path, stack, config), start=1):
+            n = lab
+            if progress is not None:
+                progress("objects", lab, 0)
+            r0, r1 = max(0, top - margin), min(stack.height, top + region.shape[0] + margin)
+            c0, c1 = max(0, left - margin), min(stack.width, left + region.shape[1] + margin)
+            win = Window(c0, r0, c1 - c0, r1 - r0)
+            where = f"region {lab} at rows {r0}-{r1} cols {c0}-{c1}"
+            obj = np.zeros((r1 - r0, c1 - c0), bool)
+            obj[top - r0:top - r0 + region.shape[0], left - c0:left - c0 + region.shape[1]] = region
+            images, usable = _read_series(stack, model, win, config)
+            codes = codes_ds.read(1, window=win)
+            ch, use_t, how = _region_change(images, usable, obj, codes, model, config)
+            if ch is None:
+                log.debug("%s dropped: no clean step (%s)", where, how)
                 continue
-        geom = polygonize(obj, stack.window_transform(win))
-        if geom is None:
-            continue
-        geom = regularize(geom, min_fill=0.8, simplify=0.5 * px)
-        shp = object_shape(geom)
-        if shp.elongation > config.max_elongation:
-            log.debug("region %d at rows %d-%d cols %d-%d dropped: elongation %.1f",
-                      lab, r0, r1, c0, c1, shp.elongation)
-            continue
-        pair = (rmse[last], rmse[k])
-        reg_rmse = max(pair) if all(math.isfinite(v) for v in pair) else float("nan")
-        # confidence: significance of the step, its persistence, registration and shape
-        significance = 1.0 - math.exp(-max(0.0, magnitude / (0.5 * config.min_magnitude) - 1.0))
-        clean = fstat / (fstat + 4.0 * model.min_fstat)
-        persistence = min(1.0, ch.n_after / max(config.persistence + 1, 1))
-        registration = math.exp(-((reg_rmse / 0.5) ** 2)) if math.isfinite(reg_rmse) else 0.5
-        shape_term = 0.5 + 0.5 * min(1.0, shp.rectangularity)
-        conf = significance * (0.5 + 0.5 * clean) * persistence * registration * shape_term
-        records.append({
-            "geometry": geom, "kind": kind,
-            "last_absent": dates[last].isoformat(),
-            "first_present": dates[k].isoformat(),
-            "area_m2": round(_area_m2(geom, stack.crs), 2),
-            "confidence": round(float(conf), 3),
-            "score": round(magnitude, 3),
-            "registration_rmse_px": round(float(reg_rmse), 4),
-            "n_observations": int(use_t.sum()),
-            "building_id": None,
-            "_order": (dates[k], -geom.centroid.y, geom.centroid.x),
-        })
+            k, last, magnitude, fstat = ch.first_present, ch.last_absent, ch.magnitude, ch.fstat
+            before_t = [t for t in range(k) if use_t[t]]
+            after_t = [t for t in range(ch.completed, len(dates)) if use_t[t]]
+            before = _masked_mean(images[before_t], usable[before_t])
+            after = _masked_mean(images[after_t], usable[after_t])
+            g0 = images[before_t[0], :-1].mean(axis=0)
+            noise_grad = float(np.median(np.hypot(ndi.sobel(g0, 0), ndi.sobel(g0, 1)) / 8)) + 1e-6
+            app = appearance(before[:-1], after[:-1], obj, noise=noise_grad,
+                             texture=(before[-1], after[-1]))
+            kind = app.kind
+            flips = _flip_fraction(images[:, :-1][:, :, obj].mean(axis=1), usable[:, obj], k)
+            feats = (f"flips {flips:.2f}, "f"kind {kind}, outline contrast {app.contrast:+.2f}, texture contrast "
+                     f"{app.texture_contrast:+.2f}, outline sharp before/after {app.sharp_before:.2f}/"
+                     f"{app.sharp_after:.2f}, both {app.sharp_both:.2f}, colour angle {app.angle_deg:.1f} deg, dark/bright "
+                     f"{app.brightness_ratio:.2f}, relative texture kept {app.texture_kept:.2f}, "
+                     f"ground pattern r {app.pattern_r:.2f}, step {magnitude:.1f} sigma by {how}")
+            # the built side of a change (after a construction, before a demolition) is not
+            # vegetation: a change whose built side is green is trees or a field in season
+            if ndvi_bands is not None:
+                built = after if kind != "demolished" else before
+                red, nir = built[ndvi_bands[0]][obj], built[ndvi_bands[1]][obj]
+                ndvi = float(np.mean((nir - red) / np.maximum(nir + red, 1e-6)))
+                if ndvi > config.max_ndvi:
+                    log.debug("%s dropped: NDVI %.2f on the built side (%s)", where, ndvi, feats)
+                    continue
+            if kind == "none":
+                log.debug("%s dropped: no structure appeared nor disappeared, the outline is not "
+                          "sharper and the inside neither flatter nor rougher (%s)", where, feats)
+                continue
+            if app.unchanged_structure(config.min_outline_contrast):
+                log.debug("%s dropped: the outline is as sharp before as after, the same structure "
+                          "changed in brightness only (%s)", where, feats)
+                continue
+            if app.is_shadow(flips, max_angle_deg=config.shadow_max_angle,
+                             min_flips=config.shadow_min_flips):
+                log.debug("%s dropped: a shadow moving with the sun, the ground darkened or lit by "
+                          "one factor on some dates only (%s)", where, feats)
+                continue
+            geom = polygonize(obj, stack.window_transform(win))
+            if geom is None:
+                continue
+            raw = object_shape(geom)
+            reason = shape_filter(raw, limits)
+            core = core_fraction(obj, core_px)
+            if reason is None and core < config.min_core_fraction:
+                reason = (f"thin: {core:.0%} of it is wider than {config.min_core_width_m:g} m "
+                          f"(< {config.min_core_fraction:.0%})")
+            if reason:
+                log.debug("%s dropped: %s (%s)", where, reason, feats)
+                continue
+            geom = regularize(geom, min_fill=config.rectangle_fill, cell=px)
+            shp = object_shape(geom)
+            pair = (rmse[last], rmse[k])
+            reg_rmse = max(pair) if all(math.isfinite(v) for v in pair) else float("nan")
+            # confidence: significance of the step, its persistence, registration and shape
+            significance = 1.0 - math.exp(-max(0.0, magnitude / (0.5 * config.min_magnitude) - 1.0))
+            clean = fstat / (fstat + 4.0 * model.min_fstat)
+            persistence = min(1.0, ch.n_after / max(config.persistence + 1, 1))
+            registration = math.exp(-((reg_rmse / 0.5) ** 2)) if math.isfinite(reg_rmse) else 0.5
+            shape_term = 0.5 + 0.25 * min(1.0, raw.rectangularity) + 0.25 * min(1.0, raw.solidity)
+            conf = significance * (0.5 + 0.5 * clean) * persistence * registration * shape_term
+            log.debug("%s kept: %s", where, feats)
+            records.append({
+                "geometry": geom, "kind": kind,
+                "last_absent": dates[last].isoformat(),
+                "first_present": dates[k].isoformat(),
+                "area_m2": round(_area_m2(geom, stack.crs), 2),
+                "confidence": round(float(conf), 3),
+                "score": round(magnitude, 3),
+                "registration_rmse_px": round(float(reg_rmse), 4),
+                "n_observations": int(use_t.sum()),
+                "building_id": None,
+                "_order": (dates[k], -geom.centroid.y, geom.centroid.x),
+            })
     if progress is not None:
         progress("objects", n, n)
     log.info("%d candidate regions, %d kept as changes", n, len(records))
@@ -602,7 +840,9 @@ def _building_change_table(stack: Stack, model: _Model, footprints, regs, config
     for members, (r0, r1, c0, c1) in jobs:
         window = Window(c0, r0, c1 - c0, r1 - r0)
         images, usable = _read_series(stack, model, window, config)
-        _, changed_px = _pixel_steps(images, usable, model, config)
+        steps, changed_px = _pixel_steps(images, usable, model, config)
+        # weak pixels count where they join strong ones of the same date, as for objects
+        changed_px = _hysteresis(np.where(changed_px, steps.first_present, -1))[0]
         for i in members:
             wr0, wr1, wc0, wc1 = (int(v) for v in wins[i])
             # rasterise on the unclipped window, so a footprint partly off the grid keeps its size

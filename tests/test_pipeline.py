@@ -142,3 +142,35 @@ def test_a_pair_lowers_persistence_and_says_so(tmp_path, site):
     assert len(result.changes) >= 1
     report = evaluate_run(tmp_path / "out", site.out_dir)
     assert report.scores.tp >= 1, report.format()
+
+
+def test_demolition_is_found_with_the_known_building(site, site_result):
+    """The generated site's demolished building (rubble of its roof's colour) is reported as such."""
+    import geopandas as gpd
+
+    _, out = site_result
+    truth = gpd.read_file(site.truth_path)
+    demolished = set(truth.loc[truth["kind"] == "demolished", "building_id"])
+    s = evaluate_run(out, site.out_dir).scores
+    assert demolished and {b for _, b, _ in s.demolition_matches} == demolished
+    gdf = site_result[0].changes
+    cid = s.demolition_matches[0][0]
+    row = gdf[gdf["change_id"] == cid].iloc[0]
+    true_date = truth.loc[truth["kind"] == "demolished", "demolished"].iloc[0]
+    assert row["last_absent"] < str(true_date)[:10] <= row["first_present"]
+    assert row["confidence"] > 0.1
+
+
+def test_weak_pixels_join_only_strong_ones_of_their_date():
+    from changedetect.pipeline import _WEAK, _hysteresis
+
+    codes = np.full((40, 40), -1, np.int16)
+    codes[5:15, 5:10] = 3                    # strong, date 3
+    codes[5:15, 10:20] = 3 + _WEAK           # weak, same date, touching: kept
+    codes[5:15, 20:25] = 4 + _WEAK           # weak, another date, touching: dropped
+    codes[25:32, 25:32] = 2 + _WEAK          # weak alone inside the window: dropped
+    codes[30:40, 0:4] = 5 + _WEAK            # weak reaching the edge: kept for now
+    keep, strong = _hysteresis(codes)
+    assert keep[5:15, 5:20].all() and not keep[5:15, 20:25].any()
+    assert not keep[25:32, 25:32].any() and keep[30:40, 0:4].all()
+    assert strong.sum() == 50
