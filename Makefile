@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/coregistration.py
 	$(BIN)/python benchmarks/kernels.py
 	$(BIN)/python benchmarks/accuracy_pairs.py
+	$(BIN)/python benchmarks/accuracy_sites.py --spacenet7
 
 # regenerate the bundled sample site (deterministic)
 sample: $(STAMP)

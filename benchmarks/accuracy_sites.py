@@ -7,6 +7,13 @@ precision, recall and F1; demolitions found; annexes (modifications) found and
 labelled ``modified``; false polygons (matching no true change) and per hectare;
 the share of matched new buildings dated exactly. Then the means.
 
+Given footprints: the same run is given the site's true footprints
+(``Config(buildings=truth.geojson)``; the change table does not depend on them, only its
+``building_id`` column does, which is tested). Every footprint's ``status`` is checked
+against its true kind (existing: ``unchanged``; new and annex: ``changed``; demolished:
+``demolished``), and a change's ``first_present`` against the true date (or the
+construction pad's, which comes first).
+
 SpaceNet 7 (``--spacenet7``): calls ``benchmarks/spacenet7.py`` (``main([])``) when that
 file exists, and says so when it does not.
 
@@ -49,12 +56,15 @@ def run_seed(work: Path, seed: int, size: int, dates: int) -> dict:
     from changedetect.evaluate import evaluate_run
     from changedetect.pipeline import detect_changes
 
+    from changedetect.pipeline import Config
+
     site_dir, images = _site(work, seed, size, dates)
     out = work / f"out-s{seed}-{size}px-{dates}d"
     t = time.perf_counter()
-    result = detect_changes(images, out)
+    result = detect_changes(images, out, config=Config(buildings=str(site_dir / "truth.geojson")))
     elapsed = time.perf_counter() - t
     s = evaluate_run(out, site_dir).scores
+    fp = footprint_scores(site_dir / "truth.geojson", result.buildings)
     return {"seed": seed, "precision": s.precision, "recall": s.recall, "f1": s.f1,
             "tp": s.tp, "n_pred": s.n_pred, "n_truth": s.n_truth,
             "demolitions_found": s.demolitions_found, "demolitions_total": s.demolitions_total,
@@ -63,7 +73,41 @@ def run_seed(work: Path, seed: int, size: int, dates: int) -> dict:
             "modifications_total": s.modifications_total,
             "false_polygons": s.false_polygons, "false_polygons_per_ha": s.false_polygons_per_ha,
             "area_ha": s.area_ha, "dating_exact": s.dating_exact,
-            "n_changes": int(len(result.changes)), "seconds": round(elapsed, 2)}
+            "n_changes": int(len(result.changes)), "seconds": round(elapsed, 2),
+            "seconds_buildings": result.run["timings_s"].get("buildings"), "footprints": fp}
+
+
+#: status a footprint should get, per true kind of the generator
+EXPECTED_STATUS = {"existing": "unchanged", "new": "changed", "modified": "changed",
+                   "demolished": "demolished"}
+
+
+def footprint_scores(truth_path, buildings) -> dict:
+    """Score ``Result.buildings`` (the site's own true footprints given) against the truth.
+
+    Per true kind: footprints with the expected status / footprints. Dating is
+    exact when ``first_present`` is the true date (or, for a building with a
+    construction pad, the pad's), over the footprints with the expected status.
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    truth = gpd.read_file(truth_path)
+    m = buildings.merge(truth[["building_id", "kind", "first_present", "construction", "demolished"]],
+                        on="building_id", suffixes=("", "_true"))
+    out = {}
+    for kind, want in EXPECTED_STATUS.items():
+        sel = m[m["kind_true"] == kind]
+        out[kind] = [int((sel["status"] == want).sum()), int(len(sel))]
+    exact = []
+    for _, r in m[m["kind_true"] != "existing"].iterrows():
+        if r.status != EXPECTED_STATUS[r.kind_true]:
+            continue
+        true = r.demolished if r.kind_true == "demolished" else r.first_present_true
+        dates = {str(d)[:10] for d in (true, r.construction) if d is not None and not pd.isna(d)}
+        exact.append(r.first_present in dates)
+    out["dating_exact"] = [sum(exact), len(exact)]
+    return out
 
 
 def _f(x, fmt=".2f") -> str:
@@ -101,6 +145,24 @@ def summarize(rows: list[dict]) -> dict:
             **tot}
 
 
+FP_HEADER = (f"{'seed':>5} {'existing unchanged':>18} {'new changed':>11} {'annex changed':>13} "
+             f"{'demolished':>10} {'dating exact':>12} {'time s':>6}")
+
+
+def format_fp_row(r: dict) -> str:
+    f = r["footprints"]
+    frac = lambda k: f"{f[k][0]}/{f[k][1]}"
+    return (f"{r['seed']:>5} {frac('existing'):>18} {frac('new'):>11} {frac('modified'):>13} "
+            f"{frac('demolished'):>10} {frac('dating_exact'):>12} {r['seconds_buildings'] or 0:>6.1f}")
+
+
+def summarize_fp(rows: list[dict]) -> dict:
+    """Totals over seeds of the footprint checks."""
+    keys = ("existing", "new", "modified", "demolished", "dating_exact")
+    return {k: [sum(r["footprints"][k][0] for r in rows), sum(r["footprints"][k][1] for r in rows)]
+            for k in keys}
+
+
 def format_summary(m: dict) -> str:
     return (f" mean {_f(m['precision']):>5} {_f(m['recall']):>5} {_f(m['f1'], '.3f'):>5}  "
             f"{m['demolitions_found']:>5}/{m['demolitions_total']:<5}  "
@@ -123,8 +185,15 @@ def generated_sites(args) -> dict:
             print(format_row(rows[-1]), flush=True)
     mean = summarize(rows)
     print(format_summary(mean))
+    print("\ngiven footprints (the site's true ones): footprints with the expected status, per true kind")
+    print(FP_HEADER)
+    for r in rows:
+        print(format_fp_row(r))
+    fp_total = summarize_fp(rows)
+    print(format_fp_row({"seed": "total", "footprints": fp_total,
+                         "seconds_buildings": sum(r["seconds_buildings"] or 0 for r in rows)}))
     return {"size": args.size, "dates": args.dates, "seeds": list(args.seeds), "rows": rows,
-            "mean": mean}
+            "mean": mean, "footprints_total": fp_total}
 
 
 def spacenet7_section() -> dict | None:

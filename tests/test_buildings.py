@@ -323,6 +323,13 @@ def test_pipeline_status_of_every_known_building(site, footprints, fp_result):
     assert (bd[bd["building_id"] == "far-away"]["valid_fraction"] == 0).all()
 
 
+def test_footprints_do_not_change_detection(site_result, fp_result):
+    """Giving footprints adds tables and ids; the detected changes stay the same."""
+    plain, with_fp = site_result[0].changes, fp_result[0].changes
+    assert plain.drop(columns="building_id").equals(with_fp.drop(columns="building_id"))
+    assert plain["building_id"].isna().all()
+
+
 def test_pipeline_building_outputs_and_record(footprints, fp_result):
     import geopandas as gpd
     import pandas as pd
