@@ -145,6 +145,14 @@ class Config:
         Column of ``buildings`` holding the ids; by default the first of
         ``building_id``, ``id``, ``Id``, ``ID``, ``osm_id``, ``osm_way_id``,
         ``fid``, else ``bld-00001``... in file order.
+    pixel_products : bool
+        With ``out_dir``, also write ``first_change.tif`` (per pixel, the first
+        acquisition showing its change, in days since 1970-01-01; -1 where
+        nothing changed) and ``change_count.tif`` (how many lasting changes the
+        pixel's series holds: 0-3).
+    memory_mb : int
+        Budget for one block of the per-pixel stage: with many dates the block
+        shrinks below ``block`` so that all dates of a block fit in it.
     """
 
     reference: str | int = "first"
@@ -174,6 +182,8 @@ class Config:
     save_registered: str | None = None
     buildings: str | None = None
     building_id_column: str | None = None
+    pixel_products: bool = True
+    memory_mb: int = 256
 
     def __post_init__(self):
         choices = {"coregister": ("local", "global", "none"),
@@ -198,6 +208,8 @@ class Config:
             raise InputError("min_area_m2 cannot be negative.")
         if self.block < 64:
             raise InputError("block must be at least 64 pixels.")
+        if self.memory_mb < 16:
+            raise InputError("memory_mb must be at least 16 (MB per block of the per-pixel stage).")
         object.__setattr__(self, "formats", tuple(self.formats))
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
@@ -435,6 +447,81 @@ def _hysteresis(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ok[0] = False
         keep |= ok[lab]
     return keep, strong
+
+
+def _pixel_block(stack: Stack, config: Config) -> int:
+    """Block size of the per-pixel stage: ``config.block``, smaller when many dates would not fit.
+
+    A block holds every date's bands plus a texture channel in float32, and the
+    step fit needs about three times that; the side is cut so that this stays
+    within ``config.memory_mb``, so memory follows the budget whatever the number
+    of dates (the cost stays linear in it).
+    """
+    per_pixel = 3 * len(stack) * (stack.count + 1) * 4
+    side = int(math.sqrt(config.memory_mb * 2**20 / per_pixel))
+    return max(64, min(config.block, side // 16 * 16))
+
+
+def _change_count(images, usable, steps, changed, model: _Model, config: Config) -> np.ndarray:
+    """How many lasting changes each pixel's series holds (0-3), uint8.
+
+    A changed pixel counts its best step, plus one for a further significant step
+    (same magnitude, F and persistence rules) inside the segment before it and
+    one inside the segment after it: a building put up and later demolished
+    counts 2. Each segment is fitted with the same linear-time step model.
+    """
+    count = changed.astype(np.uint8)
+    if not changed.any():
+        return count
+    # only the changed pixels, as a (dates, bands, n, 1) series: usually a small share
+    x = images[:, :, changed][..., None]
+    u = usable[:, changed][..., None]
+    k = (steps.first_present[changed].astype(np.int32) % _WEAK)[:, None]
+    t = np.arange(images.shape[0])[:, None, None]
+    extra = np.zeros(k.shape, np.uint8)
+    for side in (t < k[None], t >= k[None]):
+        seg = step_change(x, u & side, scale=model.noise, min_before=1, min_after=config.persistence)
+        extra += ((seg.magnitude >= config.min_magnitude) & (seg.fstat >= model.min_fstat)).astype(np.uint8)
+    count[changed] += extra[:, 0]
+    return count
+
+
+def _write_pixel_products(stack: Stack, first_path: Path, count_path: Path, folder: Path, *,
+                          block: int = 1024, halo: int = 128) -> dict[str, Path]:
+    """``first_change.tif`` and ``change_count.tif`` from the per-pixel rasters, block by block.
+
+    The pixels are those of the change map after hysteresis (weak pixels kept where
+    they join strong ones of the same date), read with a halo so that blocks agree.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    epoch = _dt.date(1970, 1, 1)
+    days = np.array([(d - epoch).days for d in stack.dates], dtype=np.int32)
+    tags = {"DATES": ",".join(d.isoformat() for d in stack.dates),
+            "UNITS": "days since 1970-01-01 of the first acquisition showing the change; -1: none"}
+    out_first, out_count = folder / "first_change.tif", folder / "change_count.tif"
+    profile = dict(driver="GTiff", width=stack.width, height=stack.height, count=1, crs=stack.crs,
+                   transform=stack.transform, tiled=True, blockxsize=256, blockysize=256,
+                   compress="deflate")
+    with rasterio.open(first_path) as codes_ds, rasterio.open(count_path) as count_ds, \
+            rasterio.open(out_first, "w", dtype="int32", nodata=-1, **profile) as f_dst, \
+            rasterio.open(out_count, "w", dtype="uint8", **profile) as c_dst:
+        f_dst.update_tags(**tags)
+        f_dst.set_band_description(1, "first_change_days_since_1970")
+        c_dst.update_tags(DATES=tags["DATES"], UNITS="lasting changes in the pixel's series")
+        c_dst.set_band_description(1, "change_count")
+        for inner, outer in stack.windows(block=block, halo=halo):
+            codes = codes_ds.read(1, window=outer)
+            keep, _ = _hysteresis(codes)
+            sl = (slice(int(inner.row_off - outer.row_off), int(inner.row_off - outer.row_off + inner.height)),
+                  slice(int(inner.col_off - outer.col_off), int(inner.col_off - outer.col_off + inner.width)))
+            keep, codes = keep[sl], codes[sl]
+            first = np.where(keep, days[np.clip(codes % _WEAK, 0, len(days) - 1)], -1).astype(np.int32)
+            f_dst.write(first, 1, window=inner)
+            c_dst.write(np.where(keep, count_ds.read(1, window=inner), 0).astype(np.uint8), 1,
+                        window=inner)
+    return {"first_change.tif": out_first, "change_count.tif": out_count}
 
 
 def _fit_model(stack: Stack, config: Config, flagged: Sequence[bool]) -> tuple[_Model, dict]:
@@ -977,71 +1064,88 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     model, stats = _fit_model(stack, config, [r.flagged for r in regs])
     t = mark("normalise", t)
 
-    with tempfile.TemporaryDirectory(prefix="changedetect-") as scratch:
-        # per pixel, the date index of its step (-1: none), kept on disk, not in memory
-        first_path = Path(scratch) / "first_present.tif"
-        import rasterio
+    # per-pixel products (first-change date, change count) wait here until the outputs move
+    products_dir = Path(tempfile.mkdtemp(prefix="changedetect-products-"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="changedetect-") as scratch:
+            # per pixel, the date index of its step (-1: none) and its number of changes, kept on
+            # disk, not in memory
+            first_path = Path(scratch) / "first_present.tif"
+            count_path = Path(scratch) / "count.tif"
+            import rasterio
 
-        blocks = list(stack.windows(block=config.block))
-        with rasterio.open(first_path, "w", driver="GTiff", width=stack.width, height=stack.height,
-                           count=1, dtype="int16", crs=stack.crs, transform=stack.transform,
-                           tiled=True, blockxsize=256, blockysize=256, compress="deflate") as dst:
-            for b, (inner, _) in enumerate(blocks, start=1):
-                images, usable = _read_series(stack, model, inner, config)
-                steps, changed = _pixel_steps(images, usable, model, config)
-                dst.write(np.where(changed, steps.first_present, -1).astype(np.int16), 1,
-                          window=inner)
-                if progress is not None:
-                    progress("pixels", b, len(blocks))
-        t = mark("pixels", t)
-        records = _objects(stack, model, first_path, regs, config, progress)
-    changes = to_geodataframe(records, crs=stack.crs)
-    t = mark("objects", t)
-    buildings = building_dates = building_masks = None
-    if footprints is not None:
-        rec, rows, masks = _building_change_table(stack, model, footprints, regs, config, progress)
-        buildings, building_dates, building_masks = buildings_to_frames(footprints, rec, rows, masks,
-                                                                        crs=stack.crs)
-        _attach_building_ids(changes, footprints)
-        t = mark("buildings", t)
+            block = _pixel_block(stack, config)
+            blocks = list(stack.windows(block=block))
+            profile = dict(driver="GTiff", width=stack.width, height=stack.height, count=1,
+                           crs=stack.crs, transform=stack.transform, tiled=True, blockxsize=256,
+                           blockysize=256, compress="deflate")
+            with rasterio.open(first_path, "w", dtype="int16", **profile) as dst, \
+                    rasterio.open(count_path, "w", dtype="uint8", **profile) as cnt:
+                for b, (inner, _) in enumerate(blocks, start=1):
+                    images, usable = _read_series(stack, model, inner, config)
+                    steps, changed = _pixel_steps(images, usable, model, config)
+                    dst.write(np.where(changed, steps.first_present, -1).astype(np.int16), 1,
+                              window=inner)
+                    cnt.write(_change_count(images, usable, steps, changed, model, config), 1,
+                              window=inner)
+                    if progress is not None:
+                        progress("pixels", b, len(blocks))
+            t = mark("pixels", t)
+            records = _objects(stack, model, first_path, regs, config, progress)
+            t = mark("objects", t)
+            products = {}
+            if out_dir is not None and config.pixel_products:
+                products = _write_pixel_products(stack, first_path, count_path, products_dir)
+                t = mark("pixel_products", t)
+        changes = to_geodataframe(records, crs=stack.crs)
+        buildings = building_dates = building_masks = None
+        if footprints is not None:
+            rec, rows, masks = _building_change_table(stack, model, footprints, regs, config, progress)
+            buildings, building_dates, building_masks = buildings_to_frames(footprints, rec, rows, masks,
+                                                                            crs=stack.crs)
+            _attach_building_ids(changes, footprints)
+            t = mark("buildings", t)
 
-    run = {
-        "changedetect": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": [{"name": s.name, "path": str(Path(s.path).resolve()), "sha256": s.sha256,
-                    "date": s.date.isoformat(), "date_source": s.date_source,
-                    "crs": s.crs.to_string(), "transform": list(s.transform)[:6],
-                    "width": s.width, "height": s.height, "bands": s.count, "dtype": s.dtype,
-                    "nodata": s.nodata} for s in stack.scenes],
-        "manifest": None if manifest is None else {"path": str(Path(manifest).resolve()),
-                                                   "sha256": sha256_file(manifest)},
-        "reference": stack.scenes[stack.reference].name,
-        "baseline": stack.scenes[0].name,
-        "grid": {"crs": stack.crs.to_string(), "transform": list(stack.transform)[:6],
-                 "width": stack.width, "height": stack.height},
-        "parameters": dataclasses.asdict(requested),
-        "effective_parameters": dataclasses.asdict(config),
-        "warnings": warnings,
-        "versions": _versions(),
-        "registration": {r.scene: r.to_dict() for r in regs},
-        **stats,
-        "n_changes": int(len(changes)),
-        "changes_by_kind": {k: int(v) for k, v in changes["kind"].value_counts().sort_index().items()},
-        "timings_s": timings,
-    }
-    if footprints is not None:
-        run["buildings"] = {
-            "path": str(Path(config.buildings).resolve()), "sha256": sha256_file(config.buildings),
-            "n": int(len(buildings)),
-            "by_status": {k: int(v) for k, v in buildings["status"].value_counts().sort_index().items()},
-            "changes_on_footprints": int(changes["building_id"].notna().sum())}
-    outputs: dict = {}
-    if out_dir is not None:
-        outputs = _write_outputs(Path(out_dir), changes, run, config, stack, regs, progress,
-                                 buildings=(buildings, building_dates, building_masks))
-    timings["total"] = round(time.perf_counter() - t0, 3)
-    return Result(changes=changes, registrations=regs, run=run, outputs=outputs, buildings=buildings,
-                  building_dates=building_dates, building_masks=building_masks)
+        run = {
+            "changedetect": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "inputs": [{"name": s.name, "path": str(Path(s.path).resolve()), "sha256": s.sha256,
+                        "date": s.date.isoformat(), "date_source": s.date_source,
+                        "crs": s.crs.to_string(), "transform": list(s.transform)[:6],
+                        "width": s.width, "height": s.height, "bands": s.count, "dtype": s.dtype,
+                        "nodata": s.nodata} for s in stack.scenes],
+            "manifest": None if manifest is None else {"path": str(Path(manifest).resolve()),
+                                                       "sha256": sha256_file(manifest)},
+            "reference": stack.scenes[stack.reference].name,
+            "baseline": stack.scenes[0].name,
+            "grid": {"crs": stack.crs.to_string(), "transform": list(stack.transform)[:6],
+                     "width": stack.width, "height": stack.height},
+            "parameters": dataclasses.asdict(requested),
+            "effective_parameters": dataclasses.asdict(config),
+            "warnings": warnings,
+            "versions": _versions(),
+            "registration": {r.scene: r.to_dict() for r in regs},
+            **stats,
+            "n_changes": int(len(changes)),
+            "changes_by_kind": {k: int(v) for k, v in changes["kind"].value_counts().sort_index().items()},
+            "timings_s": timings,
+        }
+        if footprints is not None:
+            run["buildings"] = {
+                "path": str(Path(config.buildings).resolve()), "sha256": sha256_file(config.buildings),
+                "n": int(len(buildings)),
+                "by_status": {k: int(v) for k, v in buildings["status"].value_counts().sort_index().items()},
+                "changes_on_footprints": int(changes["building_id"].notna().sum())}
+        outputs: dict = {}
+        if out_dir is not None:
+            outputs = _write_outputs(Path(out_dir), changes, run, config, stack, regs, progress,
+                                     buildings=(buildings, building_dates, building_masks),
+                                     rasters=products)
+        timings["total"] = round(time.perf_counter() - t0, 3)
+        return Result(changes=changes, registrations=regs, run=run, outputs=outputs, buildings=buildings,
+                      building_dates=building_dates, building_masks=building_masks)
+    finally:
+        shutil.rmtree(products_dir, ignore_errors=True)
 
 
 def _open_footprints(stack: Stack, config: Config):
@@ -1064,7 +1168,7 @@ def _open_footprints(stack: Stack, config: Config):
 
 
 def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, regs, progress, *,
-                   buildings=(None, None, None)) -> dict:
+                   buildings=(None, None, None), rasters: dict | None = None) -> dict:
     """Write everything to a staging folder, then move it into ``out_dir``."""
     from .coregister import save_registered
     from .errors import OutputError
@@ -1079,6 +1183,9 @@ def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, reg
         written = export(changes, staging, formats=config.formats)
         if buildings[0] is not None:
             written.update(export_buildings(*buildings, staging, formats=config.formats))
+        for name, path in (rasters or {}).items():
+            shutil.move(str(path), staging / name)
+            written[name] = staging / name
         run["outputs"] = {p.name: sha256_file(p) for p in written.values()}
         registered = {}
         if config.save_registered:
