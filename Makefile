@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/kernels.py
 	$(BIN)/python benchmarks/accuracy_pairs.py
 	$(BIN)/python benchmarks/accuracy_sites.py --spacenet7
+	$(BIN)/python benchmarks/dating.py --sites 0 1 2 3 4
 
 # regenerate the bundled sample site (deterministic)
 sample: $(STAMP)
