@@ -55,7 +55,6 @@ def scaling(n_dates: int, size: int, repeat: int) -> dict:
     cfg = Config()
     out = np.empty_like(img)
     t_copy = min(_timed(lambda: np.copyto(out, img)) for _ in range(repeat))
-    del out
 
     def kernels():
         s = step_change(img, usable, scale=scale, min_after=cfg.persistence)

@@ -494,7 +494,6 @@ def _write_pixel_products(stack: Stack, first_path: Path, count_path: Path, fold
     they join strong ones of the same date), read with a halo so that blocks agree.
     """
     import rasterio
-    from rasterio.windows import Window
 
     epoch = _dt.date(1970, 1, 1)
     days = np.array([(d - epoch).days for d in stack.dates], dtype=np.int32)
@@ -817,7 +816,6 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
                 log.debug("%s dropped: %s (%s)", where, reason, feats)
                 continue
             geom = regularize(geom, min_fill=config.rectangle_fill, cell=px)
-            shp = object_shape(geom)
             pair = (rmse[last], rmse[k])
             reg_rmse = max(pair) if all(math.isfinite(v) for v in pair) else float("nan")
             # confidence: significance of the step, its persistence, registration and shape
@@ -887,7 +885,7 @@ def _building_change_table(stack: Stack, model: _Model, footprints, regs, config
     margin = 4
     wins = _footprint_windows(footprints, stack, margin)
     h, w = stack.shape
-    blk = config.block
+    blk = _pixel_block(stack, config)      # every date of a group's window within the memory budget
     centre = np.stack([(wins[:, 0] + wins[:, 1]) // 2, (wins[:, 2] + wins[:, 3]) // 2], axis=1)
     key = np.clip(centre[:, 0] // blk, 0, None) * (w // blk + 2) + np.clip(centre[:, 1] // blk, 0, None)
     inside = (wins[:, 1] > 0) & (wins[:, 0] < h) & (wins[:, 3] > 0) & (wins[:, 2] < w)
