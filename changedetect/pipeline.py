@@ -868,14 +868,17 @@ def _footprint_windows(footprints, stack: Stack, margin: int):
 
 
 def _building_change_table(stack: Stack, model: _Model, footprints, regs, config: Config,
-                           progress: Progress | None):
+                           first_path: Path, progress: Progress | None, *, halo: int = 128):
     """Change statistics of every given footprint, read block by block.
 
     Footprints are grouped by the block of the grid holding their centre; each
     group's windows are read together once (a footprint far larger than a block
-    is read on its own), so memory follows the block size, not the grid.
+    is read on its own), so memory follows the block size, not the grid. The
+    change masks come from the per-pixel stage's step raster (``first_path``),
+    read with a ``halo`` for the hysteresis, not from a second step fit.
     Returns the per-building records, the per-date rows and the change-mask polygons.
     """
+    import rasterio
     from rasterio.windows import Window
 
     from .buildings import building_change, footprint_mask
@@ -922,12 +925,16 @@ def _building_change_table(stack: Stack, model: _Model, footprints, regs, config
                 jobs.append(([i], (int(max(0, wins[i, 0])), int(min(h, wins[i, 1])),
                                    int(max(0, wins[i, 2])), int(min(w, wins[i, 3])))))
     done = 0
+    codes_ds = rasterio.open(first_path)
     for members, (r0, r1, c0, c1) in jobs:
         window = Window(c0, r0, c1 - c0, r1 - r0)
         images, usable = _read_series(stack, model, window, config)
-        steps, changed_px = _pixel_steps(images, usable, model, config)
-        # weak pixels count where they join strong ones of the same date, as for objects
-        changed_px = _hysteresis(np.where(changed_px, steps.first_present, -1))[0]
+        # the per-pixel change map, weak pixels kept where they join strong ones of the same
+        # date (as for objects); the halo lets the hysteresis see past the window's edge
+        g0, g1 = max(0, r0 - halo), min(h, r1 + halo)
+        f0, f1 = max(0, c0 - halo), min(w, c1 + halo)
+        keep, _ = _hysteresis(codes_ds.read(1, window=Window(f0, g0, f1 - f0, g1 - g0)))
+        changed_px = keep[r0 - g0:r1 - g0, c0 - f0:c1 - f0]
         for i in members:
             wr0, wr1, wc0, wc1 = (int(v) for v in wins[i])
             # rasterise on the unclipped window, so a footprint partly off the grid keeps its size
@@ -966,6 +973,7 @@ def _building_change_table(stack: Stack, model: _Model, footprints, regs, config
         done += len(members)
         if progress is not None:
             progress("buildings", done, int(inside.sum()))
+    codes_ds.close()
     return records, [r for rows in date_rows for r in rows], masks
 
 
@@ -1095,11 +1103,13 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             if out_dir is not None and config.pixel_products:
                 products = _write_pixel_products(stack, first_path, count_path, products_dir)
                 t = mark("pixel_products", t)
+            if footprints is not None:
+                building_tables = _building_change_table(stack, model, footprints, regs, config,
+                                                         first_path, progress)
         changes = to_geodataframe(records, crs=stack.crs)
         buildings = building_dates = building_masks = None
         if footprints is not None:
-            rec, rows, masks = _building_change_table(stack, model, footprints, regs, config, progress)
-            buildings, building_dates, building_masks = buildings_to_frames(footprints, rec, rows, masks,
+            buildings, building_dates, building_masks = buildings_to_frames(footprints, *building_tables,
                                                                             crs=stack.crs)
             _attach_building_ids(changes, footprints)
             t = mark("buildings", t)
