@@ -49,6 +49,21 @@ What is measured, in one run:
    of its two interval differences; and, for dating, the share of new buildings
    in the most frequent interval.
 
+In both modes, for the matched new buildings (IoU matches without footprints,
+true positives with them) and for the Otsu |RGB diff| baseline of that mode
+(which dates a change in the interval with the larger difference), the **month
+error of first appearance**: |months between the predicted ``first_present``
+and the true first month|, the first of the available label months holding the
+building's Id. Only three label months are in the data (2018-01, 2019-01,
+2020-01), so the error can only be 0, 12 or 24 months and "within one month"
+means "the right year" (for new buildings both dates are 2019-01 or 2020-01, so
+24 does not occur). Reported: number matched, median, share within one month,
+and the counts at 0, 12 and 24 months; as a reference, the share within one
+month of the same matches if all were dated at the most frequent true first
+month of the new buildings (2019-01 here). The SpaceNet 7 tile with all 25 monthly
+mosaics named in PROVENANCE.txt (``L15-0331E-1257N_1327_3160_13``) is not in
+``../shared/data``; the run says whether it is found.
+
 Data figures printed with the scores: buildings and new buildings per
 interval, vanished Ids, sizes in pixels, the share of new buildings whose
 rasterised footprint holds a 3 x 3 pixel block (changedetect's smallest
@@ -89,6 +104,15 @@ if str(ROOT) not in sys.path:       # a PYTHONPATH given by the caller comes fir
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 TILE = "L15-0357E-1223N_1429_3296_13"
+# the SpaceNet 7 tile with all 25 monthly mosaics named in PROVENANCE.txt (not in ../shared/data)
+MONTHLY_TILE = "L15-0331E-1257N_1327_3160_13"
+MONTH_ERROR_NOTE = (
+    "Month error of first appearance = |months between the predicted first_present and the first "
+    "of the available label months (2018-01, 2019-01, 2020-01) that holds the building's Id|. "
+    "With three annual mosaics it can only be 0, 12 or 24 months, so 'within one month' means "
+    "'the right year'; for new buildings both dates are 2019-01 or 2020-01, so 24 cannot occur "
+    "here. A true monthly figure needs the 25-month tile " + MONTHLY_TILE + ", which is not in "
+    "the data folder.")
 MONTHS = ("2018_01", "2019_01", "2020_01")
 NEW_KINDS = ("new", "modified")
 
@@ -206,6 +230,61 @@ def _auc(score: np.ndarray, truth: np.ndarray) -> float | None:
     return round(float((r[truth].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)), 4)
 
 
+def month_index(date) -> int | None:
+    """``2019-01-01`` (or a Timestamp, or ``2019_01``) -> months since year 0; None if not a date."""
+    text = str(date).strip().replace("_", "-")
+    try:
+        y, m = int(text[:4]), int(text[5:7])
+    except ValueError:
+        return None
+    return y * 12 + m - 1 if 1 <= m <= 12 else None
+
+
+def month_errors(pred_first, true_first) -> list[int | None]:
+    """|months between predicted ``first_present`` and the true first month|, per pair (None: no date)."""
+    out = []
+    for p, t in zip(pred_first, true_first, strict=True):
+        a, b = month_index(p), month_index(t)
+        out.append(None if a is None or b is None else abs(a - b))
+    return out
+
+
+def month_error_summary(errors) -> dict:
+    """Number matched, median month error, share within one month and the distribution.
+
+    ``errors`` holds one entry per matched new building (None when the match has
+    no predicted date: counted in ``matched``, left out of the other figures).
+    With the three annual mosaics of this tile an error can only be 0, 12 or 24
+    months, so "within one month" means "the right year"; the distribution keys
+    0, 12 and 24 are always present, other values are added when they occur.
+    """
+    errs = [int(e) for e in errors if e is not None]
+    dist = {0: 0, 12: 0, 24: 0}
+    for e in errs:
+        dist[e] = dist.get(e, 0) + 1
+    return {"matched": len(errors), "dated": len(errs),
+            "median_months": float(np.median(errs)) if errs else None,
+            "within_1_month": round(sum(e <= 1 for e in errs) / len(errs), 4) if errs else None,
+            "distribution": {str(k): v for k, v in sorted(dist.items())}}
+
+
+def with_constant_reference(summary: dict, true_first_matched, true_first_all) -> dict:
+    """Add the month error the same matches would have if all were dated at the most frequent month.
+
+    The most frequent true first month over *all* new buildings (not only the
+    matched ones) is the constant date; on this tile it is 2019-01 (199 of 285).
+    """
+    vals, counts = np.unique(np.asarray(true_first_all, dtype=str), return_counts=True)
+    if not len(vals) or not summary["matched"]:
+        summary["constant_reference"] = None
+        return summary
+    date = str(vals[int(np.argmax(counts))])
+    ref = month_error_summary(month_errors([date] * len(true_first_matched), true_first_matched))
+    summary["constant_reference"] = {"date": date, "median_months": ref["median_months"],
+                                     "within_1_month": ref["within_1_month"]}
+    return summary
+
+
 def score_polygons(pred, truth, px_area: float, grid_area: float | None = None) -> dict:
     """IoU-matched and "hit" figures of predicted polygons against the new buildings."""
     from changedetect.evaluate import iou_matrix, match
@@ -220,6 +299,10 @@ def score_polygons(pred, truth, px_area: float, grid_area: float | None = None) 
     ok = [str(la[i])[:10] == truth["last_absent"].iloc[j] and str(fp[i])[:10] == truth["first_present"].iloc[j]
           for i, j, _ in pairs]
     out["interval_correct"] = round(float(np.mean(ok)), 4) if ok else None
+    t_first = [truth["first_present"].iloc[j] for _, j, _ in pairs]
+    out["month_error"] = with_constant_reference(
+        month_error_summary(month_errors([fp[i] for i, _, _ in pairs], t_first)), t_first,
+        truth["first_present"])
     out["mean_iou_of_matches"] = round(float(np.mean([m[2] for m in pairs])), 4) if pairs else None
     per = {}
     for d in sorted(set(truth["first_present"])):
@@ -371,6 +454,8 @@ def run_footprints(tile: Path, images, labels, truth, rgb, transform, out_dir: P
     base, base_fp, base_pred = footprint_baseline(rgb, transform, foot, is_new)
     tp = base_pred & is_new
     base["interval_correct"] = round(float((base_fp[tp] == true_fp[tp]).mean()), 4) if tp.any() else None
+    base["month_error"] = with_constant_reference(month_error_summary(month_errors(base_fp[tp], true_fp[tp])),
+                                                  true_fp[tp], true_fp[is_new])
     res["baseline_otsu_rgb_diff"] = base
     counts = {d: int((true_fp[is_new] == d).sum()) for d in DATES[1:]}
     res["baseline_majority_interval"] = round(max(counts.values()) / max(1, int(is_new.sum())), 4)
@@ -407,6 +492,8 @@ def run_footprints(tile: Path, images, labels, truth, rgb, transform, out_dir: P
     tp = pred & is_new
     fp_pred = b["first_present"].astype(str).str[:10].to_numpy()
     out["interval_correct"] = round(float((fp_pred[tp] == true_fp[tp]).mean()), 4) if tp.any() else None
+    out["month_error"] = with_constant_reference(month_error_summary(month_errors(fp_pred[tp], true_fp[tp])),
+                                                 true_fp[tp], true_fp[is_new])
     # a new building whose change the library dates but calls a demolition (wrong direction)
     anyc = np.isin(status, ("changed", "demolished"))
     out["any_change"] = _prf(int((anyc & is_new).sum()), int(anyc.sum()), int(is_new.sum()))
@@ -480,6 +567,11 @@ def _share_with_core(buildings, transform, shape) -> float:
 
 
 
+def _monthly_tile_present(data: Path) -> bool:
+    """Whether the 25-month tile of PROVENANCE.txt has images under ``data`` (it has not, so far)."""
+    return any((d / MONTHLY_TILE / "images").is_dir() for d in (data / "spacenet7", data))
+
+
 def run(args) -> dict:
     """Run the benchmark described in the module docstring; return every figure as a dict."""
     import rasterio
@@ -518,6 +610,8 @@ def run(args) -> dict:
             "all_2020_area_px_median": round(float(np.median(all_areas)), 1),
             "new_with_3x3_core": round(_share_with_core(new, transform, shape), 4),
             "pixel_size_crs_units": round(float(abs(transform.a)), 3),
+            "monthly_tile_present": _monthly_tile_present(Path(args.data)),
+            "month_error_note": MONTH_ERROR_NOTE,
             "band_means": {d: [round(float(v), 1) for v in rgb[t].reshape(3, -1).mean(axis=1)]
                            for t, d in enumerate(DATES)},
         }
@@ -610,6 +704,8 @@ def print_table(r: dict) -> None:
     for name, reg in p["registration"].items():
         print(f"    {name}: {reg['model']} shift {reg['shift_px']} px, rmse {reg['rmse_px']} px, "
               f"tie points {reg['tiepoints']}")
+    print_month_errors([("changedetect (persistence=1)", p.get("month_error")),
+                        ("baseline: Otsu |RGB diff| pixels", b.get("month_error"))])
     f = r["with_footprints"]
     print(f"\nWith footprints (2020 labels, {f['n_footprints']} footprints, {f['n_new']} new since 2018, "
           f"prevalence {f['prevalence']:.3f}):")
@@ -638,6 +734,37 @@ def print_table(r: dict) -> None:
               f"kinds of 'changed': {c['kind_counts_changed']}")
     elif "error" in f:
         print(f"  changedetect: {f['error']}")
+    me = []
+    if f.get("available") and "changedetect" in f:
+        me.append(("changedetect (status changed)", f["changedetect"].get("month_error")))
+    me.append(("baseline: Otsu |RGB diff| footprint", f["baseline_otsu_rgb_diff"].get("month_error")))
+    print_month_errors(me)
+    print("\nMonth error: truth = first of the three label months (2018-01, 2019-01, 2020-01) holding the")
+    print("  building's Id. With three annual mosaics the error can only be 0, 12 or 24 months, so")
+    print("  'within 1 month' means 'the right year' (and 24 cannot occur for new buildings here).")
+    print(f"  The monthly tile {MONTHLY_TILE} (PROVENANCE.txt) is "
+          f"{'present' if d.get('monthly_tile_present') else 'NOT in the data folder'}: "
+          f"{'' if d.get('monthly_tile_present') else 'no true monthly measurement in this run.'}")
+
+
+def print_month_errors(rows) -> None:
+    """Rows of (method, :func:`month_error_summary` dict or None) under a small header."""
+    print("  month error of first appearance, matched new buildings:")
+    print(f"  {'method':34s} {'matched':>7s} {'median':>7s} {'<=1 mo':>6s} {'0 mo':>5s} {'12 mo':>5s} "
+          f"{'24 mo':>5s} {'const':>6s}")
+    for name, m in rows:
+        if m is None:
+            print(f"  {name:34s}     n/a")
+            continue
+        dist = m["distribution"]
+        other = {k: v for k, v in dist.items() if k not in ("0", "12", "24")}
+        med = "   n/a" if m["median_months"] is None else f"{m['median_months']:6.1f}"
+        undated = f" ({m['matched'] - m['dated']} undated)" if m["matched"] != m["dated"] else ""
+        ref = m.get("constant_reference") or {}
+        print(f"  {name:34s} {m['matched']:7d} {med:>7s} {_fmt(m['within_1_month'])} {dist['0']:5d} "
+              f"{dist['12']:5d} {dist['24']:5d} {_fmt(ref.get('within_1_month'))}"
+              f"{' other ' + str(other) if other else ''}{undated}")
+    print("  const = <=1 mo share of the same matches if all were dated at the most frequent true month")
 
 
 def main(argv=None) -> int:
