@@ -14,8 +14,10 @@ against its true kind (existing: ``unchanged``; new and annex: ``changed``; demo
 ``demolished``), and a change's ``first_present`` against the true date (or the
 construction pad's, which comes first).
 
-SpaceNet 7 (``--spacenet7``): calls ``benchmarks/spacenet7.py`` (``main([])``) when that
-file exists, and says so when it does not.
+SpaceNet 7 (``--spacenet7``): calls ``benchmarks/spacenet7.py`` (``main(["--json", ...])``)
+when that file exists, and says so when it does not. Its printed table includes the month
+error of first appearance (both modes and their Otsu baselines); ``--json`` here keeps
+those month-error figures under ``spacenet7.month_error``.
 
 Usage::
 
@@ -197,7 +199,7 @@ def generated_sites(args) -> dict:
 
 
 def spacenet7_section() -> dict | None:
-    """Run ``benchmarks/spacenet7.py`` if it exists (``main([])``)."""
+    """Run ``benchmarks/spacenet7.py`` if it exists; return its exit status and month errors."""
     if not (HERE / "spacenet7.py").exists():
         print("\nSpaceNet 7: benchmarks/spacenet7.py does not exist yet; section skipped.")
         return None
@@ -207,8 +209,19 @@ def spacenet7_section() -> dict | None:
     finally:
         sys.path.remove(str(HERE))
     print("\nSpaceNet 7:", flush=True)
-    status = spacenet7.main([])
-    return {"exit_status": status}
+    with tempfile.TemporaryDirectory(prefix="sn7-json-") as tmp:
+        out = Path(tmp) / "sn7.json"
+        status = spacenet7.main(["--json", str(out)])
+        r = json.loads(out.read_text()) if out.exists() else None   # absent when the data is
+    if r is None:
+        return {"exit_status": status}
+    f = r["with_footprints"]
+    month_error = {"note": r["data"].get("month_error_note"),
+                   "without_footprints": r["without_footprints"].get("month_error"),
+                   "baseline_pixel_otsu": r["baseline_pixel_otsu"].get("month_error"),
+                   "with_footprints": f.get("changedetect", {}).get("month_error"),
+                   "baseline_footprint_otsu": f["baseline_otsu_rgb_diff"].get("month_error")}
+    return {"exit_status": status, "month_error": month_error}
 
 
 def main(argv=None) -> int:
