@@ -218,6 +218,9 @@ class BuildingChange:
         Those pixels, on the window.
     n_observations : int
         Dates on which the footprint was observable.
+    n_before, n_after : int
+        Of those, the ones that support each side of the change: before
+        ``first_present`` and in the final state (0 and 0 without a change).
     date_status : tuple of str
         Status on every date.
     mean_score, max_score, date_changed_fraction, valid_fraction : ndarray, (dates,)
@@ -243,6 +246,8 @@ class BuildingChange:
     max_score: np.ndarray
     date_changed_fraction: np.ndarray
     valid_fraction: np.ndarray
+    n_before: int = 0
+    n_after: int = 0
 
 
 def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarray, *,
@@ -457,6 +462,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         fstat=float(ch.fstat) if ch is not None else 0.0,
         confidence=float(confidence), changed_fraction=changed_fraction, change_mask=mask,
         n_observations=n_obs, date_status=tuple(statuses),
+        n_before=int(ch.n_before) if changed else 0, n_after=int(ch.n_after) if changed else 0,
         mean_score=mean_score.astype(np.float64), max_score=max_score.astype(np.float64),
         date_changed_fraction=date_frac.astype(np.float64),
         valid_fraction=valid_fraction.astype(np.float64))

@@ -123,9 +123,17 @@ class Config:
         Outlines that fill this share of their minimum rotated rectangle become
         that rectangle; others become orthogonal polygons.
     transient_sigma : float
-        A pixel brighter (or darker) in all bands than both neighbouring dates
-        by this many noise sigmas is a transient (cloud, cloud shadow) and
-        unusable on that date.
+        A pixel brighter (or darker) in all bands than a date among the two
+        before and one among the two after by this many noise sigmas is a transient (cloud, cloud shadow) and
+        unusable on that date (see :func:`transients`).
+    transient_fill_m2 : float
+        Areas up to this size surrounded by transients on one date (a roof under
+        a cloud, as bright as the cloud) are unusable on that date too.
+    min_middle : int
+        A detected object's change is dated at an intermediate state (a cleared
+        pad or walls before the roof) only when that state is seen on at least
+        this many usable acquisitions; otherwise one step is fitted. With 2, one
+        odd acquisition just before a change cannot move its date.
     block : int
         Block size (pixels) for per-pixel processing: memory grows with it.
     formats : tuple of str
@@ -176,6 +184,8 @@ class Config:
     min_date_agreement: float = 0.6
     rectangle_fill: float = 0.85
     transient_sigma: float = 3.0
+    transient_fill_m2: float = 5000.0
+    min_middle: int = 2
     block: int = 512
     formats: tuple[str, ...] = ("gpkg", "geojson")
     seed: int = 0
@@ -322,8 +332,7 @@ def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: i
     Returns ``images`` (dates, bands + 1, rows, cols) float32 — the last channel
     is the local texture — and ``usable`` (dates, rows, cols) bool: valid data
     (eroded by 4 px so resampling and texture edges do not count), a registered scene, and
-    not a transient (a pixel brighter or darker in every band than both
-    neighbouring dates: cloud, cloud shadow).
+    not a transient (cloud, cloud shadow; see :func:`transients`).
     """
     from rasterio.windows import Window
 
@@ -348,15 +357,132 @@ def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: i
         elif not v.all():
             v = ndi.binary_erosion(v, iterations=4, border_value=1)  # resampling + texture window
         usable[t] = v[crop]
-    k = config.transient_sigma
-    s = model.noise[:nb, None, None] * np.sqrt(2)
-    for t in range(1, n - 1):
-        zp = (images[t, :nb] - images[t - 1, :nb]) / s
-        zn = (images[t, :nb] - images[t + 1, :nb]) / s
-        up = np.all(zp > k, axis=0) & np.all(zn > k, axis=0)
-        down = np.all(zp < -k, axis=0) & np.all(zn < -k, axis=0)
-        usable[t] &= ~((up | down) & usable[t - 1] & usable[t + 1])
+    usable &= ~transients(images[:, :nb], usable, noise=model.noise[:nb], sigma=config.transient_sigma,
+                          max_hole=int(config.transient_fill_m2 / stack.pixel_size ** 2))
     return images, usable
+
+
+def transients(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray, sigma: float = 3.0,
+               max_hole: int = 0, rounds: int = 3) -> np.ndarray:
+    """Observations hidden by something that comes and goes: a cloud or its shadow.
+
+    A pixel is a transient on date ``t`` when it stands out, brighter or darker,
+    from both sides of it (:func:`_spikes`): from a usable observation among the
+    two dates before ``t`` and from one among the two after it. Looking two
+    dates away, not one, catches clouds on two dates in a row (each hides the
+    other from a one-date test). A lasting change is never a transient: after
+    it, the pixel stays in its new state.
+
+    One transient makes its clear neighbours look like transients the other
+    way: the clear date between a cloud and a darker new roof is darker than
+    both. So transients are taken one at a time per pixel, the one that stands
+    out most first, and the rest are looked for again without it, for up to
+    ``rounds`` per pixel.
+
+    A roof that appears just after a cloudy date can be as bright as the cloud,
+    so the pixels of the roof are not transients there, while the ground all
+    around them is: holes of up to ``max_hole`` pixels in a date's transient
+    mask (a building under a cloud) are filled, so the roof's pixels are
+    skipped on the cloudy date too, instead of dating the roof at the cloud.
+
+    Parameters
+    ----------
+    images : ndarray, (dates, bands, rows, cols)
+    usable : ndarray of bool, (dates, rows, cols)
+    noise : ndarray, (bands,)
+        Noise standard deviation of one observation per band.
+    sigma : float
+        Smallest spike, in noise standard deviations of a difference.
+    max_hole : int
+        Largest hole (pixels) to fill; 0 fills none.
+    rounds : int
+        Most transients per pixel.
+
+    Returns
+    -------
+    ndarray of bool, (dates, rows, cols)
+
+    Examples
+    --------
+    A pixel series with a cloud on two dates in a row (2 and 3), clear ground on
+    date 4, and a roof from date 5:
+
+    >>> lum = np.array([10., 11, 90, 95, 10, 60, 61, 60])
+    >>> t = transients(lum[:, None, None, None], np.ones((8, 1, 1), bool), noise=np.array([1.0]))
+    >>> np.flatnonzero(t[:, 0, 0]).tolist()
+    [2, 3]
+    """
+    s = np.asarray(noise, np.float32) * np.float32(np.sqrt(2))
+    z = np.einsum("tbrc,b->trc", images.astype(np.float32, copy=False), 1.0 / s / len(s))
+    lum = images.mean(axis=1)
+    found = np.zeros(usable.shape, bool)
+    use = usable.copy()
+    for _ in range(max(1, rounds)):
+        strength = np.maximum(_spikes(z, lum, use, sigma, 1.0), _spikes(z, lum, use, sigma, -1.0))
+        best = strength.max(axis=0)
+        if not (best > 0).any():
+            break
+        k = strength.argmax(axis=0)
+        pick = (np.arange(len(z))[:, None, None] == k[None]) & (best > 0)[None]
+        found |= pick
+        use &= ~pick
+    _fill_holes(found, usable, max_hole)
+    return found
+
+
+#: Smallest relative brightness difference of a transient (see :func:`_spikes`).
+_TRANSIENT_REL = 0.15
+
+
+def _spikes(z, lum, usable, sigma: float, sign: float) -> np.ndarray:
+    """How far each observation stands out ``sign``-wards from both sides (0: it does not).
+
+    ``z`` is the band mean in noise sigmas of a difference (per band), ``lum``
+    the band mean, both (dates, rows, cols). Per side, the spike is the largest
+    ``sign``-ward difference of ``z`` from a usable observation among the two
+    nearest dates. A thin cloud pulls every band towards its own grey (it
+    brightens the visible bands but darkens vegetation's near-infrared), so
+    the mean of the bands is used, not each band. The observation stands out
+    when the spike exceeds ``sigma`` on both sides *and* half the difference
+    between the two sides: a roof on its first date may be a few sigma brighter
+    than on later dates (another sensor gain, a blurrier scene), but that is
+    small next to its step up from the ground, while a cloud stands out above
+    both sides. The band mean must also differ by ``_TRANSIENT_REL`` (15 %) of
+    the brighter one: the normalisation of one scene can be off by ~10 % on
+    bright roofs, which is many sigma there, while clouds brighten and shadows
+    darken by far more. Returns the smaller of the two sides' spikes.
+    """
+    n = z.shape[0]
+    out = np.zeros(usable.shape, np.float32)
+    for t in range(1, n - 1):
+        sides = []
+        for others in ((t - 1, t - 2), (t + 1, t + 2)):
+            best = np.full(usable.shape[1:], -1e30, np.float32)     # no usable date on that side
+            for j in others:
+                if 0 <= j < n:
+                    d = sign * (z[t] - z[j])
+                    rel = sign * (lum[t] - lum[j]) / np.maximum(np.maximum(lum[t], lum[j]), 1e-6)
+                    best = np.where(usable[j] & (rel > _TRANSIENT_REL), np.maximum(best, d), best)
+            sides.append(best)
+        low = np.minimum(sides[0], sides[1])
+        ok = (low > sigma) & (low > 0.5 * np.abs(sides[0] - sides[1])) & usable[t]
+        out[t] = np.where(ok, low, 0)
+    return out
+
+
+def _fill_holes(found: np.ndarray, usable: np.ndarray, max_hole: int) -> None:
+    """Add to each date's mask (in place) the usable holes in it of at most ``max_hole`` pixels."""
+    if max_hole <= 0:
+        return
+    for t in range(found.shape[0]):
+        if not found[t].any():
+            continue
+        holes = ndi.binary_fill_holes(found[t]) & ~found[t]
+        if holes.any():
+            lab, k = ndi.label(holes)
+            small = np.bincount(lab.ravel(), minlength=k + 1) <= max_hole
+            small[0] = False
+            found[t] |= small[lab] & usable[t]
 
 
 #: Offset of the date code of a *weak* changed pixel in the per-pixel step raster.
@@ -691,7 +817,8 @@ def _region_change(images, usable, obj, codes, model: _Model, config: Config):
     use_t = n_use >= 0.5 * obj.sum()
     series = (np.einsum("tbp,tp->tb", images[:, :, obj], usable[:, obj].astype(np.float32))
               / np.maximum(n_use, 1)[:, None])
-    ch = series_change(series, use_t, scale=model.noise, min_after=config.persistence)
+    ch = series_change(series, use_t, scale=model.noise, min_after=config.persistence,
+                       min_middle=config.min_middle)
     c = codes[obj]
     c = np.where(c >= _WEAK, c - _WEAK, c)
     c = c[c >= 0]
@@ -835,6 +962,7 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
                 "score": round(magnitude, 3),
                 "registration_rmse_px": round(float(reg_rmse), 4),
                 "n_observations": int(use_t.sum()),
+                "n_before": int(ch.n_before), "n_after": int(ch.n_after),
                 "building_id": None,
                 "_order": (dates[k], -geom.centroid.y, geom.centroid.x),
             })
@@ -902,7 +1030,8 @@ def _building_change_table(stack: Stack, model: _Model, footprints, regs, config
         records[i] = {"building_id": ids[i], "status": "not_observable", "kind": None,
                       "last_absent": None, "first_present": None, "confidence": 0.0, "score": 0.0,
                       "changed_fraction": 0.0, "changed_area_m2": 0.0,
-                      "area_m2": round(_area_m2(geoms[i], stack.crs), 2), "n_observations": 0}
+                      "area_m2": round(_area_m2(geoms[i], stack.crs), 2), "n_observations": 0,
+                      "n_before": 0, "n_after": 0}
         date_rows[i] = [{"building_id": ids[i], "date": d.isoformat(), "status": "not_observable",
                          "mean_score": float("nan"), "max_score": float("nan"),
                          "changed_fraction": float("nan"), "valid_fraction": 0.0} for d in dates]
@@ -959,7 +1088,8 @@ def _building_change_table(stack: Stack, model: _Model, footprints, regs, config
                 "confidence": round(ch.confidence, 3), "score": round(ch.score, 3),
                 "changed_fraction": round(ch.changed_fraction, 4),
                 "changed_area_m2": round(float(ch.change_mask.sum()) * px_area, 2),
-                "area_m2": round(_area_m2(geoms[i], stack.crs), 2), "n_observations": ch.n_observations}
+                "area_m2": round(_area_m2(geoms[i], stack.crs), 2), "n_observations": ch.n_observations,
+                "n_before": ch.n_before, "n_after": ch.n_after}
             date_rows[i] = [{"building_id": ids[i], "date": d.isoformat(), "status": ch.date_status[t],
                              "mean_score": round(float(ch.mean_score[t]), 3),
                              "max_score": round(float(ch.max_score[t]), 3),

@@ -3,7 +3,7 @@
 The schema is one row per detected change (see DESIGN.md): ``geometry``,
 ``change_id``, ``kind``, ``last_absent``, ``first_present``, ``area_m2``,
 ``confidence``, ``score``, ``registration_rmse_px``, ``n_observations``,
-``building_id``. Dates are ISO strings so that every format keeps them alike.
+``n_before``, ``n_after``, ``building_id``. Dates are ISO strings so that every format keeps them alike.
 """
 
 from __future__ import annotations
@@ -20,17 +20,19 @@ __all__ = ["COLUMNS", "FORMATS", "BUILDING_COLUMNS", "BUILDING_DATE_COLUMNS", "t
            "export", "buildings_to_frames", "export_buildings"]
 
 COLUMNS = ("change_id", "kind", "last_absent", "first_present", "area_m2", "confidence", "score",
-           "registration_rmse_px", "n_observations", "building_id")
+           "registration_rmse_px", "n_observations", "n_before", "n_after", "building_id")
 FORMATS = ("gpkg", "geojson", "kml")
 #: Columns of the per-building table (one row per given footprint).
 BUILDING_COLUMNS = ("building_id", "status", "kind", "last_absent", "first_present", "confidence",
-                    "score", "changed_fraction", "changed_area_m2", "area_m2", "n_observations")
+                    "score", "changed_fraction", "changed_area_m2", "area_m2", "n_observations",
+                    "n_before", "n_after")
 #: Columns of the per-building, per-date table.
 BUILDING_DATE_COLUMNS = ("building_id", "date", "status", "mean_score", "max_score",
                          "changed_fraction", "valid_fraction")
 _DTYPES = {"change_id": "str", "kind": "str", "last_absent": "str", "first_present": "str",
            "area_m2": "float64", "confidence": "float64", "score": "float64",
-           "registration_rmse_px": "float64", "n_observations": "int64", "building_id": "object"}
+           "registration_rmse_px": "float64", "n_observations": "int64", "n_before": "int64", "n_after": "int64",
+           "building_id": "object"}
 
 
 def to_geodataframe(records: Iterable[Mapping], *, crs):
@@ -42,7 +44,8 @@ def to_geodataframe(records: Iterable[Mapping], *, crs):
     >>> gdf = to_geodataframe([{"geometry": box(0, 0, 10, 10), "change_id": "chg-0001",
     ...     "kind": "new", "last_absent": "2014-01-01", "first_present": "2015-01-01",
     ...     "area_m2": 100.0, "confidence": 0.9, "score": 5.0, "registration_rmse_px": 0.1,
-    ...     "n_observations": 6, "building_id": None}], crs="EPSG:32637")
+    ...     "n_observations": 6, "n_before": 2, "n_after": 4, "building_id": None}],
+    ...     crs="EPSG:32637")
     >>> list(gdf.columns)[:3], len(gdf)
     (['change_id', 'kind', 'last_absent'], 1)
     """
@@ -140,7 +143,8 @@ def buildings_to_frames(footprints, records: Sequence[Mapping], date_rows: Seque
                      columns=list(BUILDING_COLUMNS))
     for c in ("confidence", "score", "changed_fraction", "changed_area_m2", "area_m2"):
         b[c] = b[c].astype("float64")
-    b["n_observations"] = b["n_observations"].astype("int64")
+    for c in ("n_observations", "n_before", "n_after"):
+        b[c] = b[c].astype("int64")
     for c in ("kind", "last_absent", "first_present"):      # None stays None (pandas would say NaN)
         b[c] = pd.Series([r.get(c) for r in records], dtype=object)
     buildings = gpd.GeoDataFrame(b, geometry=list(footprints.geometry.values), crs=crs)

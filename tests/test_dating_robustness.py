@@ -77,3 +77,113 @@ def test_a_cloudy_date_changes_no_bracket(site, site_result, tmp_path):
         a = np.where(a[:1] > 0, a * (1 - alpha) + 3200 * alpha, 0)   # opaque core, soft rim
         ds.write(a.astype(ds.dtypes[0]))
     _same_changes(base, detect_changes([folder / p.name for p in site.images], None))
+
+
+def _cloud(path, centre, radius):
+    """Paint an opaque cloud (3200 DN, every band) of ``radius`` px with a 12-px soft rim."""
+    import rasterio
+
+    with rasterio.open(path, "r+") as ds:
+        a = ds.read().astype(float)
+        h, w = a.shape[1:]
+        yy, xx = np.mgrid[0:h, 0:w]
+        r = np.hypot(yy + 0.5 - centre[0], xx + 0.5 - centre[1])
+        alpha = np.clip(1.0 - (r - radius) / 12.0, 0, 1)[None]
+        ds.write(np.where(a[:1] > 0, a * (1 - alpha) + 3200 * alpha, 0).astype(ds.dtypes[0]))
+        return alpha[0] > 0, ds.transform
+
+
+def test_a_cloud_hiding_a_change_on_its_first_date_only_widens_that_bracket(site, site_result,
+                                                                           tmp_path):
+    """An opaque cloud over a new building on the first date it is visible.
+
+    That date shows nothing of the building, so the best answer is the bracket
+    widened to the next clear acquisition: never a bracket that excludes the true
+    one, and never the cloud's date taken as the change (bright cloud, bright roof).
+    Changes away from the cloud keep their brackets; no change is added.
+    """
+    from rasterio.features import geometry_mask
+
+    from changedetect.pipeline import detect_changes
+
+    base = site_result[0].changes
+    dates = [d.isoformat() for d in site.dates]
+    n = len(dates)
+    # a change dated at a middle date with two later dates (persistence 2 still holds)
+    pick = [r for _, r in base.iterrows() if 1 <= dates.index(r.first_present) <= n - 3]
+    assert pick, "the fixture site has no change to hide"
+    target = max(pick, key=lambda r: r.area_m2)
+    idx = dates.index(target.first_present)
+    folder = tmp_path / "cloud-on-endpoint"
+    shutil.copytree(site.out_dir, folder)
+    path = folder / site.images[idx].name
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        inv = ~ds.transform
+    (x0, y0, x1, y1) = target.geometry.bounds
+    c0, r0 = inv * (x0, y1)
+    c1, r1 = inv * (x1, y0)
+    centre = ((r0 + r1) / 2, (c0 + c1) / 2)
+    radius = 0.5 * np.hypot(r1 - r0, c1 - c0) + 10        # the building plus 5 m of ground
+    covered, transform = _cloud(path, centre, radius)
+    out = detect_changes([folder / p.name for p in site.images], None).changes
+
+    assert len(out) == len(base), (len(base), len(out))
+    for _, c in base.iterrows():
+        iou = [g.intersection(c.geometry).area / g.union(c.geometry).area for g in out.geometry]
+        m = out.iloc[int(np.argmax(iou))]
+        assert max(iou) >= 0.25, c.change_id
+        under = ~geometry_mask([c.geometry], covered.shape, transform) & covered
+        last, first = dates.index(c.last_absent), dates.index(c.first_present)
+        if c.change_id == target.change_id:
+            # exactly one acquisition later: the next clear one
+            assert (m.last_absent, m.first_present) == (c.last_absent, dates[idx + 1]), c.change_id
+        elif under.any() and idx in (last, first):
+            assert dates.index(m.last_absent) <= last and dates.index(m.first_present) >= first
+        else:
+            assert (m.last_absent, m.first_present) == (c.last_absent, c.first_present), c.change_id
+
+
+def test_transients_catch_clouds_not_changes():
+    """Hand series: clouds on two dates in a row, a thin cloud that darkens the NIR, and a
+    roof a few sigma brighter on its first date are told apart."""
+    from changedetect.pipeline import transients
+
+    noise = np.full(4, 10.0)
+    ones = np.ones((8, 1, 1), bool)
+
+    def flagged(series):                      # series: (dates, bands)
+        a = np.asarray(series, np.float32)[:, :, None, None]
+        return np.flatnonzero(transients(a, ones, noise=noise)[:, 0, 0]).tolist()
+
+    ground, roof = [900, 1000, 1100, 2500], [400, 420, 430, 450]
+    cloud, thin = [3200] * 4, [2000, 2050, 2100, 2300]      # thin: NIR below the ground's
+    # two cloudy dates in a row over ground, then a dark roof from date 5
+    assert flagged([ground, ground, cloud, cloud, ground, roof, roof, roof]) == [2, 3]
+    # a thin cloud on the last date before a dark roof: the cloud, not the clear date before it
+    assert flagged([ground, ground, ground, thin, roof, roof, roof, roof]) == [3]
+    # the clear date between a cloud and a dark roof is darker than both, but no shadow
+    assert flagged([ground, ground, cloud, ground, roof, roof, roof, roof]) == [2]
+    # a bright roof 8 % brighter on its first date than later (another gain): no transient
+    bright = np.array([3000, 3100, 3150, 3300])
+    assert flagged([ground, ground, bright * 1.08, bright, bright, bright, bright, bright]) == []
+    # a cloud shadow: every band 45 % darker on one date
+    assert flagged([ground] * 4 + [list(np.multiply(ground, 0.55))] + [ground] * 3) == [4]
+
+
+def test_transients_fill_a_roof_under_a_cloud():
+    """The roof under a cloud is as bright as the cloud, so only the ground around it is a
+    transient; the roof is filled in, up to ``max_hole`` pixels."""
+    from changedetect.pipeline import transients
+
+    n, size = 6, 40
+    img = np.full((n, 1, size, size), 1000.0, np.float32)
+    img[3:, :, 15:25, 15:25] = 3150.0          # a bright roof from date 3
+    img[2] = 3200.0                            # a cloud over everything on date 2
+    usable = np.ones((n, size, size), bool)
+    t = transients(img, usable, noise=np.array([10.0]), max_hole=100)
+    assert t[2].all()                          # ground and roof hidden on date 2
+    assert not t[[0, 1, 3, 4, 5]].any()
+    t = transients(img, usable, noise=np.array([10.0]), max_hole=99)
+    assert t[2].sum() == size * size - 100     # a hole too large to fill: the roof stays usable

@@ -84,3 +84,17 @@ def test_step_change_cost_is_linear_in_dates():
     x[60:, :, 10:20, 10:20] += 50
     s = step_change(x, np.ones((100, 64, 64), bool), scale=np.ones(2))
     assert (s.first_present[10:20, 10:20] == 60).all()
+
+
+def test_series_change_one_odd_date_before_a_change_does_not_move_it():
+    """``min_middle=2``: an intermediate state seen once (an unmasked cloud, a season) is not
+    the start of construction; one seen on two dates (a pad, then walls) still is."""
+    ground, odd, pad, roof = [1000.0, 1000.0], [1400.0, 900.0], [2400.0, 2500.0], [1500.0, 1600.0]
+    scale = np.array([30.0, 30.0])
+    once = np.array([ground, ground, odd, roof, roof, roof])
+    assert series_change(once, np.ones(6, bool), scale=scale).first_present == 2
+    c = series_change(once, np.ones(6, bool), scale=scale, min_middle=2)
+    assert (c.steps, c.last_absent, c.first_present) == (1, 2, 3)
+    twice = np.array([ground, ground, pad, pad, roof, roof, roof])
+    c = series_change(twice, np.ones(7, bool), scale=scale, min_middle=2)
+    assert (c.steps, c.last_absent, c.first_present, c.completed) == (2, 1, 2, 4)

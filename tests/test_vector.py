@@ -13,7 +13,7 @@ from changedetect.vector import COLUMNS, export, to_geodataframe
 def records():
     return [{"geometry": box(262000, 3729900, 262020, 3729930), "change_id": "chg-0001", "kind": "new",
              "last_absent": "2014-01-01", "first_present": "2015-06-01", "area_m2": 600.0,
-             "confidence": 0.9, "score": 12.5, "registration_rmse_px": 0.08, "n_observations": 7,
+             "confidence": 0.9, "score": 12.5, "registration_rmse_px": 0.08, "n_observations": 7, "n_before": 3, "n_after": 4,
              "building_id": None}]
 
 
