@@ -25,6 +25,13 @@ Usage::
     python benchmarks/accuracy_sites.py --seeds 10 11 12 13 14 --json held_out.json
     python benchmarks/accuracy_sites.py --work /tmp/sites     # keep (and reuse) the generated sites
     python benchmarks/accuracy_sites.py --spacenet7
+    python benchmarks/accuracy_sites.py --seeds 0 1 2 3 4 --dates 24 --cadence monthly   # 24 monthly dates
+
+``--cadence`` is passed to ``make_site`` (``irregular``, the default: 92-334 days
+between dates; ``monthly``: one date per calendar month). With ``--work`` the
+folders are named ``site-s{seed}-{size}px-{dates}d`` for irregular sites (as
+before the option existed) and ``site-s{seed}-{size}px-{dates}d-monthly`` for
+monthly ones, so cached sites of different cadences never collide.
 """
 
 from __future__ import annotations
@@ -41,27 +48,32 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _site(work: Path, seed: int, size: int, dates: int):
+def _tag(seed: int, size: int, dates: int, cadence: str = "irregular") -> str:
+    """Folder suffix of a site; irregular sites keep the names they had before ``cadence``."""
+    return f"s{seed}-{size}px-{dates}d" + ("" if cadence == "irregular" else f"-{cadence}")
+
+
+def _site(work: Path, seed: int, size: int, dates: int, cadence: str = "irregular"):
     """The generated site of ``seed`` under ``work``; reused when it is already there."""
     from changedetect.synthetic import make_site
 
-    d = work / f"site-s{seed}-{size}px-{dates}d"
+    d = work / f"site-{_tag(seed, size, dates, cadence)}"
     images = sorted(d.glob("site_*.tif"))
     if (d / "truth.geojson").exists() and (d / "README.md").exists() and len(images) == dates:
         return d, images
-    site = make_site(d, seed=seed, size=size, n_dates=dates)
+    site = make_site(d, seed=seed, size=size, n_dates=dates, cadence=cadence)
     return site.out_dir, list(site.images)
 
 
-def run_seed(work: Path, seed: int, size: int, dates: int) -> dict:
+def run_seed(work: Path, seed: int, size: int, dates: int, cadence: str = "irregular") -> dict:
     """Generate (or reuse), detect and score one site; a flat dict of figures."""
     from changedetect.evaluate import evaluate_run
     from changedetect.pipeline import detect_changes
 
     from changedetect.pipeline import Config
 
-    site_dir, images = _site(work, seed, size, dates)
-    out = work / f"out-s{seed}-{size}px-{dates}d"
+    site_dir, images = _site(work, seed, size, dates, cadence)
+    out = work / f"out-{_tag(seed, size, dates, cadence)}"
     t = time.perf_counter()
     result = detect_changes(images, out, config=Config(buildings=str(site_dir / "truth.geojson")))
     elapsed = time.perf_counter() - t
@@ -180,10 +192,11 @@ def generated_sites(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="accuracy-sites-") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        print(f"generated sites: {args.size} px, {args.dates} dates, seeds {' '.join(map(str, args.seeds))}")
+        print(f"generated sites: {args.size} px, {args.dates} dates ({args.cadence} cadence), "
+              f"seeds {' '.join(map(str, args.seeds))}")
         print(HEADER, flush=True)
         for seed in args.seeds:
-            rows.append(run_seed(work, seed, args.size, args.dates))
+            rows.append(run_seed(work, seed, args.size, args.dates, args.cadence))
             print(format_row(rows[-1]), flush=True)
     mean = summarize(rows)
     print(format_summary(mean))
@@ -194,8 +207,8 @@ def generated_sites(args) -> dict:
     fp_total = summarize_fp(rows)
     print(format_fp_row({"seed": "total", "footprints": fp_total,
                          "seconds_buildings": sum(r["seconds_buildings"] or 0 for r in rows)}))
-    return {"size": args.size, "dates": args.dates, "seeds": list(args.seeds), "rows": rows,
-            "mean": mean, "footprints_total": fp_total}
+    return {"size": args.size, "dates": args.dates, "cadence": args.cadence, "seeds": list(args.seeds),
+            "rows": rows, "mean": mean, "footprints_total": fp_total}
 
 
 def spacenet7_section() -> dict | None:
@@ -228,7 +241,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[7, 0, 1, 2, 3, 4])
     p.add_argument("--size", type=int, default=512)
-    p.add_argument("--dates", type=int, default=8)
+    p.add_argument("--dates", type=int, default=8, help="acquisitions per site (7-240)")
+    p.add_argument("--cadence", choices=("irregular", "monthly"), default="irregular",
+                   help="passed to make_site: irregular (92-334 days apart, default) or monthly "
+                        "(one date per calendar month); use --dates 24 --cadence monthly for the issue's "
+                        "24 monthly dates")
     p.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     p.add_argument("--work", metavar="DIR",
                    help="keep the generated sites and outputs here (reused on the next run)")

@@ -24,7 +24,7 @@ upper-left corner of pixel ``(0, 0)`` is ``(0, 0)``, the centre of pixel
 
 Command line
 ------------
-``python -m changedetect.synthetic OUT_DIR [--seed N] [--size N] [--dates N]``
+``python -m changedetect.synthetic OUT_DIR [--seed N] [--size N] [--dates N] [--cadence {irregular,monthly}]``
 
 Examples
 --------
@@ -52,7 +52,7 @@ from scipy import ndimage
 
 from changedetect.errors import InputError
 
-__all__ = ["Site", "make_site", "main", "SITE_CRS", "BAND_NAMES"]
+__all__ = ["Site", "make_site", "main", "SITE_CRS", "BAND_NAMES", "CADENCES"]
 
 #: CRS of every file written by :func:`make_site`.
 SITE_CRS = "EPSG:32637"
@@ -688,13 +688,47 @@ def _make_scenes(rng, size: int, gsd: float, dates: list[_dt.date], max_shift: f
     return scenes
 
 
-def _make_dates(rng, start_year: int, n: int) -> list[_dt.date]:
-    d = _dt.date(start_year, int(rng.integers(1, 13)), int(rng.integers(1, 29)))
+#: Acquisition cadences of :func:`make_site`.
+CADENCES = ("irregular", "monthly")
+
+
+def _make_dates(rng, start_year: int, n: int, cadence: str = "irregular") -> list[_dt.date]:
+    """Acquisition dates, strictly increasing.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every draw.
+    start_year : int
+        Year of the first date.
+    n : int
+        Number of dates.
+    cadence : {"irregular", "monthly"}
+        ``"irregular"``: 92-334 days between consecutive dates (the original
+        draws, kept draw for draw so that existing seeds keep their pixels).
+        ``"monthly"``: one date per calendar month, on a day drawn once for the
+        series plus a per-date jitter of -3..+3 days, clipped to 1..28 (a
+        monthly tasking or mosaic).
+
+    Returns
+    -------
+    list of datetime.date
+    """
+    month0, day0 = int(rng.integers(1, 13)), int(rng.integers(1, 29))
+    if cadence == "monthly":
+        days = np.clip(day0 + rng.integers(-3, 4, n), 1, 28)
+        months = (month0 - 1) + np.arange(n)
+        return [_dt.date(start_year + int(m) // 12, int(m) % 12 + 1, int(dd)) for m, dd in zip(months, days)]
+    d = _dt.date(start_year, month0, day0)
     out = [d]
     for _ in range(n - 1):
         d = _add_months(d, int(rng.integers(92, 335)))
         out.append(d)
     return out
+
+
+_CADENCE_TEXT = {"irregular": "92-334 days between dates",
+                 "monthly": "one date per calendar month, day of month +/- 3 days"}
 
 
 def _finish(rng, img: np.ndarray, sc: _Scene, cloud, wedge) -> np.ndarray:
@@ -754,10 +788,14 @@ def _write_truth(path: Path, layout: _Layout, dates: list[_dt.date], gsd: float)
     gdf.to_file(path, driver="GeoJSON")
 
 
-def _validate(seed, size, n_dates, gsd, n_new, start_year, progress) -> None:
+def _validate(seed, size, n_dates, gsd, n_new, start_year, progress, cadence="irregular") -> None:
     _check_int("seed", seed, 0, 2**63 - 1, "pass a non-negative integer seed, e.g. seed=0")
     _check_int("size", size, 128, 4096, "use size between 128 and 4096 pixels (default 512)")
-    _check_int("n_dates", n_dates, 7, 60, "use at least 7 acquisitions (default 8)")
+    _check_int("n_dates", n_dates, 7, 240,
+               "use at least 7 and at most 240 acquisitions (default 8; 240 is 20 years of monthly dates)")
+    if not isinstance(cadence, str) or cadence not in CADENCES:
+        raise InputError(f"cadence must be one of {', '.join(map(repr, CADENCES))}, got {cadence!r}; "
+                         "e.g. cadence='monthly' for one acquisition per calendar month")
     _check_int("n_new", n_new, 3, 40, "use 3 to 40 new buildings (default 5)")
     _check_int("start_year", start_year, 1980, 2090, "use a year between 1980 and 2090")
     if isinstance(gsd, bool) or not isinstance(gsd, (int, float, np.floating)) or not math.isfinite(gsd):
@@ -780,6 +818,7 @@ def make_site(
     progress: Optional[Callable[[int, int, str], None]] = None,
     max_shift: float = 6.0,
     max_rotation: float = 0.3,
+    cadence: str = "irregular",
 ) -> Site:
     """Write a deterministic, hard synthetic site with ground truth.
 
@@ -792,7 +831,7 @@ def make_site(
     size : int, default 512
         Width and height of the reference grid in pixels (>= 128).
     n_dates : int, default 8
-        Number of acquisitions (>= 7). The first one is the reference.
+        Number of acquisitions (7-240). The first one is the reference.
     gsd : float, default 0.5
         Ground sampling distance of the reference grid in metres. One scene
         uses ``1.2 * gsd`` on a shifted origin.
@@ -810,6 +849,15 @@ def make_site(
         Rotations are drawn uniformly in ``[-max_rotation, max_rotation]``
         degrees (0-5). ``max_rotation=0`` gives translation-only scenes (one
         scene still has another GSD and origin).
+    cadence : {"irregular", "monthly"}, default "irregular"
+        ``"irregular"``: 92-334 days between acquisitions (the same seed gives
+        the same pixels as before this option existed). ``"monthly"``: one
+        acquisition per calendar month, the same day of the month for the
+        series +/- 3 days of jitter (clipped to 1-28), like monthly mosaics or
+        a monthly tasking. Whatever the cadence, new buildings first appear
+        between the second and the third-to-last date, a construction pad 1-2
+        dates before its roof, and one date each is cloudy, has a nodata
+        wedge, or is on another grid.
 
     Returns
     -------
@@ -821,7 +869,7 @@ def make_site(
     changedetect.errors.InputError
         (a ``ValueError``) for invalid arguments.
     """
-    _validate(seed, size, n_dates, gsd, n_new, start_year, progress)
+    _validate(seed, size, n_dates, gsd, n_new, start_year, progress, cadence)
     for name, value, hi in (("max_shift", max_shift, 100.0), ("max_rotation", max_rotation, 5.0)):
         if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
                 or not 0.0 <= float(value) <= hi):
@@ -830,7 +878,7 @@ def make_site(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(int(seed))
-    dates = _make_dates(rng, int(start_year), n_dates)
+    dates = _make_dates(rng, int(start_year), n_dates, cadence)
     layout = None
     for attempt in range(25):  # crowded small sites may need a few layout draws (still deterministic)
         try:
@@ -904,7 +952,7 @@ def make_site(
     if progress is not None:
         progress(step, total, str(mis_path))
     readme = out / "README.md"
-    readme.write_text(_readme(out, seed, size, gsd, layout, scenes, n_new))
+    readme.write_text(_readme(out, seed, size, gsd, layout, scenes, n_new, cadence))
     step += 1
     if progress is not None:
         progress(step, total, str(readme))
@@ -912,14 +960,15 @@ def make_site(
                 misregistration_path=mis_path, crs=SITE_CRS, reference=images[0])
 
 
-def _readme(out: Path, seed, size, gsd, layout: _Layout, scenes: list[_Scene], n_new: int) -> str:
+def _readme(out: Path, seed, size, gsd, layout: _Layout, scenes: list[_Scene], n_new: int,
+            cadence: str = "irregular") -> str:
     kinds: dict[str, int] = {}
     for b in layout.buildings:
         kinds[b.kind] = kinds.get(b.kind, 0) + 1
     lines = [
         "# Synthetic change-detection site", "",
         f"Generated by `changedetect.synthetic` with seed {seed}, size {size} px, GSD {gsd} m, "
-        f"{len(scenes)} dates, CRS {SITE_CRS}.", "",
+        f"{len(scenes)} dates, cadence {cadence} ({_CADENCE_TEXT[cadence]}), CRS {SITE_CRS}.", "",
         "A walled, prison-like compound (roads, gravel yards, bare soil, seasonal grass and trees) with "
         + ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
         + " footprints (see `truth.geojson`; an annex is `modified` with `parent_id`).", "",
@@ -942,7 +991,8 @@ def _readme(out: Path, seed, size, gsd, layout: _Layout, scenes: list[_Scene], n
     lines += [
         "", "Exact reference-to-scene pixel mappings are in `misregistration.json`.", "",
         "Regenerate with:", "", "```",
-        f"python -m changedetect.synthetic {out} --seed {seed} --size {size} --dates {len(scenes)}",
+        f"python -m changedetect.synthetic {out} --seed {seed} --size {size} --dates {len(scenes)}"
+        + ("" if cadence == "irregular" else f" --cadence {cadence}"),
         "```", "",
     ]
     if gsd != 0.5 or n_new != 5:
@@ -971,10 +1021,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--dates", type=int, default=8)
     p.add_argument("--max-shift", type=float, default=6.0, help="largest misregistration shift, px")
     p.add_argument("--max-rotation", type=float, default=0.3, help="largest rotation, degrees")
+    p.add_argument("--cadence", choices=CADENCES, default="irregular",
+                   help="irregular: 92-334 days between dates (default); "
+                        "monthly: one date per calendar month")
     a = p.parse_args(argv)
     try:
         site = make_site(a.out_dir, seed=a.seed, size=a.size, n_dates=a.dates,
-                         max_shift=a.max_shift, max_rotation=a.max_rotation)
+                         max_shift=a.max_shift, max_rotation=a.max_rotation, cadence=a.cadence)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -332,6 +332,9 @@ def test_nodata_wedge_and_clouds(site, mis):
         ({"gsd": 0.0}, "gsd"),
         ({"seed": -1}, "seed"),
         ({"progress": 3}, "callable"),
+        ({"n_dates": 241}, "at most 240"),
+        ({"cadence": "weekly"}, "cadence"),
+        ({"cadence": None}, "cadence"),
     ],
 )
 def test_validation(tmp_path, kwargs, match):
@@ -374,3 +377,60 @@ def test_misregistration_range_is_configurable(tmp_path):
     assert all(s["rotation_deg"] == 0.0 for s in scenes.values())
     with pytest.raises(ValueError, match="max_shift"):
         make_site(tmp_path / "bad", seed=0, size=128, max_shift=-1)
+
+
+# ---------------------------------------------------------------- cadence
+def test_monthly_cadence(tmp_path):
+    """One date per calendar month, strictly increasing, the whole site timeline on those dates."""
+    n = 24
+    site = make_site(tmp_path / "monthly", seed=5, size=128, n_dates=n, cadence="monthly")
+    assert len(site.images) == len(site.dates) == n
+    ordinals = np.array([d.toordinal() for d in site.dates])
+    assert (np.diff(ordinals) > 0).all()
+    months = np.array([12 * d.year + d.month for d in site.dates])
+    assert (np.diff(months) == 1).all(), "exactly one acquisition per calendar month"
+    days = np.array([d.day for d in site.dates])
+    assert days.min() >= 1 and days.max() <= 28 and days.max() - days.min() <= 6
+    assert site.dates[0].year == 2013
+    # changes happen on dates of the series, between the second and the third-to-last date
+    truth = gpd.read_file(site.truth_path)
+    idx = {d.isoformat(): i for i, d in enumerate(site.dates)}
+    fps = [idx[str(v)[:10]] for v in truth.loc[truth["kind"] == "new", "first_present"]]
+    assert len(fps) >= 3 and min(fps) >= 1 and max(fps) <= n - 3
+    readme = (site.out_dir / "README.md").read_text()
+    assert "cadence monthly" in readme and "--cadence monthly" in readme
+    mis = json.loads(site.misregistration_path.read_text())["scenes"]
+    assert sum(s["cloudy"] for s in mis.values()) == 1 and sum(s["other_grid"] for s in mis.values()) == 1
+
+
+def test_irregular_cadence_is_the_default_and_unchanged(tmp_path):
+    """Existing seeds keep their dates (pinned before the cadence option existed) and pixels."""
+    from changedetect.synthetic import _make_dates
+
+    pinned = {  # _make_dates(default_rng(seed), 2013, 8) before ``cadence`` was added
+        0: ["2013-11-18", "2014-06-22", "2014-11-26", "2015-05-11", "2015-08-20", "2015-12-08",
+            "2016-03-13", "2016-07-25"],
+        3: ["2013-10-03", "2014-02-15", "2014-07-14", "2014-11-27", "2015-09-09", "2016-07-08",
+            "2017-02-26", "2017-06-07"],
+    }
+    for seed, want in pinned.items():
+        got = [d.isoformat() for d in _make_dates(np.random.default_rng(seed), 2013, 8)]
+        assert got == want
+        got = [d.isoformat() for d in _make_dates(np.random.default_rng(seed), 2013, 8, "irregular")]
+        assert got == want
+    a = make_site(tmp_path / "a", seed=3, size=128, n_dates=7)
+    b = make_site(tmp_path / "b", seed=3, size=128, n_dates=7, cadence="irregular")
+    assert a.dates == b.dates
+    for pa, pb in zip(a.images, b.images):
+        assert pa.read_bytes() == pb.read_bytes()
+    assert "cadence irregular" in (a.out_dir / "README.md").read_text()
+
+
+def test_cli_cadence(tmp_path, capsys):
+    assert main([str(tmp_path / "m"), "--seed", "1", "--size", "128", "--dates", "13",
+                 "--cadence", "monthly"]) == 0
+    names = [l.split("/")[-1] for l in capsys.readouterr().out.strip().splitlines()]
+    dates = [dt.date.fromisoformat(n[5:15]) for n in names if n.startswith("site_")]
+    assert len(dates) == 13 and (dates[-1].year - dates[0].year) * 12 + dates[-1].month - dates[0].month == 12
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "bad"), "--cadence", "weekly"])
