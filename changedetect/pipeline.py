@@ -123,17 +123,19 @@ class Config:
         Outlines that fill this share of their minimum rotated rectangle become
         that rectangle; others become orthogonal polygons.
     transient_sigma : float
-        A pixel brighter (or darker) in all bands than a date among the two
-        before and one among the two after by this many noise sigmas is a transient (cloud, cloud shadow) and
+        A pixel brighter than both adjacent dates by this many noise sigmas in
+        every band but the near-infrared, or darker in every band, and by half
+        the step between those dates, is a transient (cloud, cloud shadow) and
         unusable on that date (see :func:`transients`).
     transient_fill_m2 : float
         Areas up to this size surrounded by transients on one date (a roof under
         a cloud, as bright as the cloud) are unusable on that date too.
-    min_middle : int
+    min_lead : int
         A detected object's change is dated at an intermediate state (a cleared
-        pad or walls before the roof) only when that state is seen on at least
-        this many usable acquisitions; otherwise one step is fitted. With 2, one
-        odd acquisition just before a change cannot move its date.
+        pad or walls before the roof) only when the states before the roof are
+        seen on at least this many usable acquisitions together; otherwise one
+        step is fitted. With 3, a lone first date that differs from a lone
+        second one (a season) is not taken for the start of construction.
     block : int
         Block size (pixels) for per-pixel processing: memory grows with it.
     formats : tuple of str
@@ -185,7 +187,7 @@ class Config:
     rectangle_fill: float = 0.85
     transient_sigma: float = 3.0
     transient_fill_m2: float = 5000.0
-    min_middle: int = 2
+    min_lead: int = 3
     block: int = 512
     formats: tuple[str, ...] = ("gpkg", "geojson")
     seed: int = 0
@@ -357,33 +359,36 @@ def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: i
         elif not v.all():
             v = ndi.binary_erosion(v, iterations=4, border_value=1)  # resampling + texture window
         usable[t] = v[crop]
+    nir = stack.band_index("nir")
     usable &= ~transients(images[:, :nb], usable, noise=model.noise[:nb], sigma=config.transient_sigma,
-                          max_hole=int(config.transient_fill_m2 / stack.pixel_size ** 2))
+                          max_hole=int(config.transient_fill_m2 / stack.pixel_size ** 2),
+                          skip_up=() if nir is None else (nir,))
     return images, usable
 
 
 def transients(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray, sigma: float = 3.0,
-               max_hole: int = 0, rounds: int = 3) -> np.ndarray:
+               max_hole: int = 0, skip_up: Sequence[int] = ()) -> np.ndarray:
     """Observations hidden by something that comes and goes: a cloud or its shadow.
 
-    A pixel is a transient on date ``t`` when it stands out, brighter or darker,
-    from both sides of it (:func:`_spikes`): from a usable observation among the
-    two dates before ``t`` and from one among the two after it. Looking two
-    dates away, not one, catches clouds on two dates in a row (each hides the
-    other from a one-date test). A lasting change is never a transient: after
-    it, the pixel stays in its new state.
-
-    One transient makes its clear neighbours look like transients the other
-    way: the clear date between a cloud and a darker new roof is darker than
-    both. So transients are taken one at a time per pixel, the one that stands
-    out most first, and the rest are looked for again without it, for up to
-    ``rounds`` per pixel.
+    An observation is a transient when it is brighter than both adjacent usable
+    dates by ``sigma`` noise standard deviations (of a difference) in every band
+    but those in ``skip_up``, or darker in every band. A thin cloud pulls every
+    band towards its own grey: it brightens the visible bands but can darken
+    vegetation's near-infrared, which is why the pipeline passes the
+    near-infrared in ``skip_up``; a shadow darkens every band. It must also
+    stand out from the nearer side by half the step between the two sides (a
+    new roof brighter on its first date than later by another gain is no
+    cloud). Dates are taken
+    in order and a transient is no neighbour for the next date, so the clear
+    date after a cloud is compared with the date before the cloud. A lasting
+    change is never a transient: after it, the pixel stays in its new state.
 
     A roof that appears just after a cloudy date can be as bright as the cloud,
-    so the pixels of the roof are not transients there, while the ground all
-    around them is: holes of up to ``max_hole`` pixels in a date's transient
-    mask (a building under a cloud) are filled, so the roof's pixels are
-    skipped on the cloudy date too, instead of dating the roof at the cloud.
+    so only the ground around it is a transient: holes of up to ``max_hole``
+    pixels in a date's transients, enclosed by a ring at least 7 px thick (a
+    cloud, not the thin outline a misregistered scene draws around a
+    building), are filled, so the roof is skipped on the cloudy date instead
+    of dated there.
 
     Parameters
     ----------
@@ -392,11 +397,11 @@ def transients(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray, sig
     noise : ndarray, (bands,)
         Noise standard deviation of one observation per band.
     sigma : float
-        Smallest spike, in noise standard deviations of a difference.
+        Smallest difference, in noise standard deviations of a difference.
     max_hole : int
         Largest hole (pixels) to fill; 0 fills none.
-    rounds : int
-        Most transients per pixel.
+    skip_up : sequence of int
+        Bands not required to brighten under a cloud (the near-infrared).
 
     Returns
     -------
@@ -404,80 +409,55 @@ def transients(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray, sig
 
     Examples
     --------
-    A pixel series with a cloud on two dates in a row (2 and 3), clear ground on
-    date 4, and a roof from date 5:
+    Blue, green, red, NIR of one pixel: grass, a thin cloud on date 2 (the NIR
+    drops), grass, then a dark new roof from date 4:
 
-    >>> lum = np.array([10., 11, 90, 95, 10, 60, 61, 60])
-    >>> t = transients(lum[:, None, None, None], np.ones((8, 1, 1), bool), noise=np.array([1.0]))
-    >>> np.flatnonzero(t[:, 0, 0]).tolist()
-    [2, 3]
+    >>> grass, cloud, roof = [300, 500, 350, 2500], [1800, 1900, 1850, 2300], [200, 210, 220, 230]
+    >>> px = np.array([grass, grass, cloud, grass, roof, roof, roof], float)[:, :, None, None]
+    >>> ok = np.ones((7, 1, 1), bool)
+    >>> np.flatnonzero(transients(px, ok, noise=np.full(4, 20.0), skip_up=[3])[:, 0, 0]).tolist()
+    [2]
+    >>> np.flatnonzero(transients(px, ok, noise=np.full(4, 20.0))[:, 0, 0]).tolist()
+    []
     """
-    s = np.asarray(noise, np.float32) * np.float32(np.sqrt(2))
-    z = np.einsum("tbrc,b->trc", images.astype(np.float32, copy=False), 1.0 / s / len(s))
-    lum = images.mean(axis=1)
-    found = np.zeros(usable.shape, bool)
+    n, nb = images.shape[:2]
+    s = (np.asarray(noise, np.float32) * np.float32(np.sqrt(2)))[:, None, None]
+    skip = set(int(b) for b in skip_up)
+    keep = [b for b in range(nb) if b not in skip] or list(range(nb))
     use = usable.copy()
-    for _ in range(max(1, rounds)):
-        strength = np.maximum(_spikes(z, lum, use, sigma, 1.0), _spikes(z, lum, use, sigma, -1.0))
-        best = strength.max(axis=0)
-        if not (best > 0).any():
-            break
-        k = strength.argmax(axis=0)
-        pick = (np.arange(len(z))[:, None, None] == k[None]) & (best > 0)[None]
-        found |= pick
-        use &= ~pick
+    for t in range(1, n - 1):
+        zp = (images[t] - images[t - 1]) / s
+        zn = (images[t] - images[t + 1]) / s
+        # it must also stand out from the nearer side by half the step between the sides:
+        # a new roof a few sigma brighter on its first date than later (another gain, a
+        # blurrier scene) stands out far less than it stepped up from the ground
+        half = 0.5 * np.abs(zp[keep] - zn[keep]).mean(axis=0)
+        up = (np.all(zp[keep] > sigma, axis=0) & np.all(zn[keep] > sigma, axis=0)
+              & (np.minimum(zp[keep], zn[keep]).mean(axis=0) > half))
+        down = (np.all(zp < -sigma, axis=0) & np.all(zn < -sigma, axis=0)
+                & (np.minimum(-zp, -zn).mean(axis=0) > 0.5 * np.abs(zp - zn).mean(axis=0)))
+        use[t] &= ~((up | down) & use[t - 1] & use[t + 1])
+    found = usable & ~use
     _fill_holes(found, usable, max_hole)
     return found
 
 
-#: Smallest relative brightness difference of a transient (see :func:`_spikes`).
-_TRANSIENT_REL = 0.15
+def _fill_holes(found: np.ndarray, usable: np.ndarray, max_hole: int, *, thick: int = 3) -> None:
+    """Add to each date's mask (in place) the usable holes in it of at most ``max_hole`` pixels.
 
-
-def _spikes(z, lum, usable, sigma: float, sign: float) -> np.ndarray:
-    """How far each observation stands out ``sign``-wards from both sides (0: it does not).
-
-    ``z`` is the band mean in noise sigmas of a difference (per band), ``lum``
-    the band mean, both (dates, rows, cols). Per side, the spike is the largest
-    ``sign``-ward difference of ``z`` from a usable observation among the two
-    nearest dates. A thin cloud pulls every band towards its own grey (it
-    brightens the visible bands but darkens vegetation's near-infrared), so
-    the mean of the bands is used, not each band. The observation stands out
-    when the spike exceeds ``sigma`` on both sides *and* half the difference
-    between the two sides: a roof on its first date may be a few sigma brighter
-    than on later dates (another sensor gain, a blurrier scene), but that is
-    small next to its step up from the ground, while a cloud stands out above
-    both sides. The band mean must also differ by ``_TRANSIENT_REL`` (15 %) of
-    the brighter one: the normalisation of one scene can be off by ~10 % on
-    bright roofs, which is many sigma there, while clouds brighten and shadows
-    darken by far more. Returns the smaller of the two sides' spikes.
+    Only holes enclosed by transients at least ``2 * thick + 1`` pixels thick count:
+    a cloud all around a roof, not the thin outline of a building that a scene left a
+    few pixels off draws on that date (that roof is not hidden).
     """
-    n = z.shape[0]
-    out = np.zeros(usable.shape, np.float32)
-    for t in range(1, n - 1):
-        sides = []
-        for others in ((t - 1, t - 2), (t + 1, t + 2)):
-            best = np.full(usable.shape[1:], -1e30, np.float32)     # no usable date on that side
-            for j in others:
-                if 0 <= j < n:
-                    d = sign * (z[t] - z[j])
-                    rel = sign * (lum[t] - lum[j]) / np.maximum(np.maximum(lum[t], lum[j]), 1e-6)
-                    best = np.where(usable[j] & (rel > _TRANSIENT_REL), np.maximum(best, d), best)
-            sides.append(best)
-        low = np.minimum(sides[0], sides[1])
-        ok = (low > sigma) & (low > 0.5 * np.abs(sides[0] - sides[1])) & usable[t]
-        out[t] = np.where(ok, low, 0)
-    return out
-
-
-def _fill_holes(found: np.ndarray, usable: np.ndarray, max_hole: int) -> None:
-    """Add to each date's mask (in place) the usable holes in it of at most ``max_hole`` pixels."""
     if max_hole <= 0:
         return
     for t in range(found.shape[0]):
         if not found[t].any():
             continue
-        holes = ndi.binary_fill_holes(found[t]) & ~found[t]
+        wide = ndi.binary_erosion(found[t], iterations=thick, border_value=1)
+        if not wide.any():
+            continue
+        holes = ndi.binary_fill_holes(wide) & ~found[t]
         if holes.any():
             lab, k = ndi.label(holes)
             small = np.bincount(lab.ravel(), minlength=k + 1) <= max_hole
@@ -811,14 +791,27 @@ def _region_change(images, usable, obj, codes, model: _Model, config: Config):
     mean's step is weak (below ``min_magnitude``) or absent, and at least
     ``min_date_agreement`` of the region's pixels share another date (while
     its mean still moved by a quarter of ``min_magnitude``), the region is dated
-    there and its score is the median step of its pixels on that date. Returns ``(change, use_t, how)`` or ``(None, use_t, reason)``.
+    there and its score is the median step of its pixels on that date. An
+    intermediate state that is green (NDVI above ``max_ndvi``: grass or crops in
+    season, which a monthly series sees for months) does not date the change:
+    one step is fitted instead. Returns ``(change, use_t, how)`` or
+    ``(None, use_t, reason)``.
     """
     n_use = usable[:, obj].sum(axis=1)
     use_t = n_use >= 0.5 * obj.sum()
     series = (np.einsum("tbp,tp->tb", images[:, :, obj], usable[:, obj].astype(np.float32))
               / np.maximum(n_use, 1)[:, None])
     ch = series_change(series, use_t, scale=model.noise, min_after=config.persistence,
-                       min_middle=config.min_middle)
+                       min_lead=config.min_lead)
+    if ch is not None and ch.steps == 2 and model.ndvi_bands is not None:
+        # a green intermediate state is grass or crops in season (a monthly series sees a
+        # whole spring), not a cleared pad or walls: date the change with one step
+        red, nir = model.ndvi_bands
+        mid = use_t & (np.arange(len(use_t)) >= ch.first_present) & (np.arange(len(use_t)) < ch.completed)
+        m = series[mid].mean(axis=0)
+        if (m[nir] - m[red]) > config.max_ndvi * max(m[nir] + m[red], 1e-6):
+            ch = series_change(series, use_t, scale=model.noise, min_after=config.persistence,
+                               alpha_extra=0.0)
     c = codes[obj]
     c = np.where(c >= _WEAK, c - _WEAK, c)
     c = c[c >= 0]

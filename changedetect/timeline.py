@@ -178,7 +178,7 @@ class SeriesChange:
 
 def series_change(series: np.ndarray, usable: np.ndarray, *, scale: np.ndarray,
                   min_after: int = 2, alpha_extra: float = 0.05,
-                  min_middle: int = 1) -> SeriesChange | None:
+                  min_lead: int = 2) -> SeriesChange | None:
     """Fit one or two steps to a short multiband series and describe the net change.
 
     Construction is often gradual: bare ground, then a cleared pad or walls,
@@ -186,12 +186,10 @@ def series_change(series: np.ndarray, usable: np.ndarray, *, scale: np.ndarray,
     state as unexplained variance; two steps (three segments) explain it. The
     two-step model is used only when the extra step is significant (an F test
     at ``alpha_extra``). The final segment must hold ``min_after`` usable
-    observations (persistence), the intermediate one ``min_middle``: with 2, a
-    single odd acquisition just before a change (a cloud that was not masked,
-    a season) cannot be taken for the start of construction and move the
-    date; a pad seen on one date only is then dated by the one-step fit, at the
-    pad or at the roof. Cost is quadratic in the number of dates, for one
-    object.
+    observations (persistence), and the first two together ``min_lead``: with
+    3, a difference between two lone dates at the start of a series (winter
+    and spring) is not taken for a pad, since nothing tells it from a season.
+    Cost is quadratic in the number of dates, for one object.
 
     Parameters
     ----------
@@ -236,7 +234,7 @@ def series_change(series: np.ndarray, usable: np.ndarray, *, scale: np.ndarray,
     best2 = None
     if n >= 2 + min_after:
         k1, k2 = np.meshgrid(np.arange(1, n), np.arange(1, n), indexing="ij")
-        ok = (k2 - k1 >= max(1, min_middle)) & (k2 <= n - min_after)
+        ok = (k2 > k1) & (k2 >= min_lead) & (k2 <= n - min_after)
         if ok.any():
             k1, k2 = k1[ok], k2[ok]
             two = sse(0, k1) + sse(k1, k2) + sse(k2, n)

@@ -86,15 +86,15 @@ def test_step_change_cost_is_linear_in_dates():
     assert (s.first_present[10:20, 10:20] == 60).all()
 
 
-def test_series_change_one_odd_date_before_a_change_does_not_move_it():
-    """``min_middle=2``: an intermediate state seen once (an unmasked cloud, a season) is not
-    the start of construction; one seen on two dates (a pad, then walls) still is."""
-    ground, odd, pad, roof = [1000.0, 1000.0], [1400.0, 900.0], [2400.0, 2500.0], [1500.0, 1600.0]
+def test_series_change_needs_min_lead_dates_before_the_roof_for_two_steps():
+    """Two lone dates that differ (winter, spring) before a roof are no ground-then-pad."""
+    ground, spring, pad, roof = [1000.0, 1000.0], [1400.0, 900.0], [2400.0, 2500.0], [1500.0, 1600.0]
     scale = np.array([30.0, 30.0])
-    once = np.array([ground, ground, odd, roof, roof, roof])
-    assert series_change(once, np.ones(6, bool), scale=scale).first_present == 2
-    c = series_change(once, np.ones(6, bool), scale=scale, min_middle=2)
-    assert (c.steps, c.last_absent, c.first_present) == (1, 2, 3)
-    twice = np.array([ground, ground, pad, pad, roof, roof, roof])
-    c = series_change(twice, np.ones(7, bool), scale=scale, min_middle=2)
-    assert (c.steps, c.last_absent, c.first_present, c.completed) == (2, 1, 2, 4)
+    early = np.array([ground, spring, roof, roof, roof, roof])
+    assert series_change(early, np.ones(6, bool), scale=scale, min_lead=2).steps == 2
+    c = series_change(early, np.ones(6, bool), scale=scale, min_lead=3)
+    assert (c.steps, c.last_absent, c.first_present) == (1, 1, 2)
+    # a pad after three dates of ground is still the start of construction
+    padded = np.array([ground, ground, ground, pad, roof, roof, roof])
+    c = series_change(padded, np.ones(7, bool), scale=scale, min_lead=3)
+    assert (c.steps, c.last_absent, c.first_present, c.completed) == (2, 2, 3, 4)
