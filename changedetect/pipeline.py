@@ -222,6 +222,11 @@ class Config:
             raise InputError("block must be at least 64 pixels.")
         if self.memory_mb < 16:
             raise InputError("memory_mb must be at least 16 (MB per block of the per-pixel stage).")
+        if self.min_lead < 2:
+            raise InputError("min_lead must be at least 2 (dates before the roof for a two-step "
+                             "fit: one before the pad and the pad).")
+        if self.transient_fill_m2 < 0:
+            raise InputError("transient_fill_m2 cannot be negative (0 fills no hole under a cloud).")
         object.__setattr__(self, "formats", tuple(self.formats))
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:

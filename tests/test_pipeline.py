@@ -91,6 +91,10 @@ def test_config_validation_names_choices():
         Config(formats=("shp",))
     with pytest.raises(InputError, match="max_elongation"):
         Config(max_elongation=0.5)
+    with pytest.raises(InputError, match="min_lead"):
+        Config(min_lead=1)
+    with pytest.raises(InputError, match="transient_fill_m2"):
+        Config(transient_fill_m2=-1)
 
 
 @pytest.mark.parametrize("seed", [4, 5, 6, 7, 8])
