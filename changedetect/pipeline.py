@@ -333,13 +333,15 @@ def _texture(images: np.ndarray, *, size: int = 5) -> np.ndarray:
     return np.sqrt(np.maximum(m2 - m * m, 0))
 
 
-def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: int = 3):
+def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: int = 3,
+                 with_transients: bool = False):
     """Normalised images (plus a texture channel) and usability of every date over one window.
 
     Returns ``images`` (dates, bands + 1, rows, cols) float32 — the last channel
     is the local texture — and ``usable`` (dates, rows, cols) bool: valid data
     (eroded by 4 px so resampling and texture edges do not count), a registered scene, and
-    not a transient (cloud, cloud shadow; see :func:`transients`).
+    not a transient (cloud, cloud shadow; see :func:`transients`). With
+    ``with_transients``, the transients are returned as a third array.
     """
     from rasterio.windows import Window
 
@@ -365,10 +367,50 @@ def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: i
             v = ndi.binary_erosion(v, iterations=4, border_value=1)  # resampling + texture window
         usable[t] = v[crop]
     nir = stack.band_index("nir")
-    usable &= ~transients(images[:, :nb], usable, noise=model.noise[:nb], sigma=config.transient_sigma,
-                          max_hole=int(config.transient_fill_m2 / stack.pixel_size ** 2),
-                          skip_up=() if nir is None else (nir,))
-    return images, usable
+    trans = transients(images[:, :nb], usable, noise=model.noise[:nb], sigma=config.transient_sigma,
+                       max_hole=int(config.transient_fill_m2 / stack.pixel_size ** 2),
+                       skip_up=() if nir is None else (nir,))
+    usable &= ~trans
+    return (images, usable, trans) if with_transients else (images, usable)
+
+
+def _first_date_clouded(stack: Stack, model: _Model, config: Config, win, obj: np.ndarray,
+                        images: np.ndarray, usable: np.ndarray, ch) -> bool:
+    """Whether the first date of a change is a cloud around the object, not the change.
+
+    A cloud as bright and grey as a construction pad, on the date before the pad, is no
+    transient over the pad (the pad is as bright the next date), so the change would be
+    dated at the cloud. Two signs together tell it: the object is brighter on that date
+    than in its final state (by ``transient_sigma`` noise sigmas), and the ground 6-20 m
+    around it is mostly a transient on that date (at least half of its valid pixels).
+    """
+    from rasterio.windows import Window
+
+    k = ch.first_present
+    nb = stack.count
+    after = usable[ch.completed:, obj].any(axis=1)
+    if not usable[k][obj].any() or not after.any():
+        return False
+    s = model.noise[:nb] * np.sqrt(2)
+    final = [images[t, :nb][:, obj & usable[t]].mean(axis=1)
+             for t in range(ch.completed, len(usable)) if (obj & usable[t]).any()]
+    now = images[k, :nb][:, obj & usable[k]].mean(axis=1)
+    if ((now - np.mean(final, axis=0)) / s).mean() <= config.transient_sigma:
+        return False
+    px = stack.pixel_size
+    near, far = int(math.ceil(6.0 / px)), int(math.ceil(20.0 / px))
+    r0, c0 = int(win.row_off), int(win.col_off)
+    R0, C0 = max(0, r0 - far), max(0, c0 - far)
+    R1 = min(stack.height, r0 + int(win.height) + far)
+    C1 = min(stack.width, c0 + int(win.width) + far)
+    _, use2, trans = _read_series(stack, model, Window(C0, R0, C1 - C0, R1 - R0), config,
+                                  with_transients=True)
+    whole = np.zeros(use2.shape[1:], bool)
+    whole[r0 - R0:r0 - R0 + obj.shape[0], c0 - C0:c0 - C0 + obj.shape[1]] = obj
+    d = ndi.distance_transform_edt(~whole)
+    ring = (d > near) & (d <= far)
+    valid = (use2[k] | trans[k]) & ring
+    return bool(valid.sum() >= 100 and (trans[k] & ring).sum() >= 0.5 * valid.sum())
 
 
 def transients(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray, sigma: float = 3.0,
@@ -887,6 +929,13 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
             images, usable = _read_series(stack, model, win, config)
             codes = codes_ds.read(1, window=win)
             ch, use_t, how = _region_change(images, usable, obj, codes, model, config)
+            if ch is not None and _first_date_clouded(stack, model, config, win, obj, images,
+                                                      usable, ch):
+                hidden = dates[ch.first_present]
+                usable = usable.copy()
+                usable[ch.first_present][obj] = False
+                ch, use_t, how = _region_change(images, usable, obj, codes, model, config)
+                how = f"{how}; {hidden} skipped: a cloud around it, brighter than the result"
             if ch is None:
                 log.debug("%s dropped: no clean step (%s)", where, how)
                 continue
