@@ -425,10 +425,10 @@ def transients(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray, sig
     near-infrared in ``skip_up``; a shadow darkens every band. It must also
     stand out from the nearer side by half the step between the two sides (a
     new roof brighter on its first date than later by another gain is no
-    cloud). Dates are taken
-    in order and a transient is no neighbour for the next date, so the clear
-    date after a cloud is compared with the date before the cloud. A lasting
-    change is never a transient: after it, the pixel stays in its new state.
+    cloud). Dates are taken in order and a transient is no neighbour for the
+    next date, so the clear date after a cloud is compared with the date before
+    the cloud. A lasting change is never a transient: after it, the pixel stays
+    in its new state.
 
     A roof that appears just after a cloudy date can be as bright as the cloud,
     so only the ground around it is a transient: holes of up to ``max_hole``
