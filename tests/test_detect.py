@@ -236,7 +236,10 @@ def test_canonical_correlations_match_svd():
        st.lists(offsets, min_size=3, max_size=3))
 def test_irmad_invariant_to_per_band_gain_offset(seed, g, off):
     before, after, _ = pair_with_block(bands=3, size=48, seed=seed)
-    kw = {}                                           # the defaults, as users run it
+    # converged (the default tol=1e-4 on the canonical correlations stops the two runs at
+    # slightly different points: chi2 then differs by up to ~1e-3 where bands correlate
+    # strongly, e.g. seed 298, gains 1, 5, 0.22 gave 1.3e-3 on 0.7 % of the pixels)
+    kw = {"tol": 1e-9, "max_iter": 500}
     c1 = irmad(before, after, **kw).chi2
     g = np.asarray(g)[:, None, None]
     off = np.asarray(off)[:, None, None]
