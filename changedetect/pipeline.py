@@ -1259,6 +1259,8 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
             block = _pixel_block(stack, config)
             blocks = list(stack.windows(block=block))
+            # the change count refits every changed pixel's segments: only when it is written
+            counting = out_dir is not None and config.pixel_products
             profile = dict(driver="GTiff", width=stack.width, height=stack.height, count=1,
                            crs=stack.crs, transform=stack.transform, tiled=True, blockxsize=256,
                            blockysize=256, compress="deflate")
@@ -1269,15 +1271,16 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                     steps, changed = _pixel_steps(images, usable, model, config)
                     dst.write(np.where(changed, steps.first_present, -1).astype(np.int16), 1,
                               window=inner)
-                    cnt.write(_change_count(images, usable, steps, changed, model, config), 1,
-                              window=inner)
+                    if counting:
+                        cnt.write(_change_count(images, usable, steps, changed, model, config), 1,
+                                  window=inner)
                     if progress is not None:
                         progress("pixels", b, len(blocks))
             t = mark("pixels", t)
             records = _objects(stack, model, first_path, regs, config, progress)
             t = mark("objects", t)
             products = {}
-            if out_dir is not None and config.pixel_products:
+            if counting:
                 products = _write_pixel_products(stack, first_path, count_path, products_dir)
                 t = mark("pixel_products", t)
             if footprints is not None:
