@@ -34,7 +34,7 @@ from .objects import (ShapeLimits, appearance, clean_mask, core_fraction, label_
                       regularize, shape_filter)
 from .radiometry import Normalization, apply_normalization, fit_normalization
 from .stack import Stack, check_not_empty, open_stack
-from .timeline import SeriesChange, series_change, step_change
+from .timeline import SeriesChange, series_change, step_change, transients
 from .vector import FORMATS, buildings_to_frames, export, export_buildings, to_geodataframe
 
 __all__ = ["Config", "Result", "detect_changes"]
@@ -411,105 +411,6 @@ def _first_date_clouded(stack: Stack, model: _Model, config: Config, win, obj: n
     ring = (d > near) & (d <= far)
     valid = (use2[k] | trans[k]) & ring
     return bool(valid.sum() >= 100 and (trans[k] & ring).sum() >= 0.5 * valid.sum())
-
-
-def transients(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray, sigma: float = 3.0,
-               max_hole: int = 0, skip_up: Sequence[int] = ()) -> np.ndarray:
-    """Observations hidden by something that comes and goes: a cloud or its shadow.
-
-    An observation is a transient when it is brighter than both adjacent usable
-    dates by ``sigma`` noise standard deviations (of a difference) in every band
-    but those in ``skip_up``, or darker in every band. A thin cloud pulls every
-    band towards its own grey: it brightens the visible bands but can darken
-    vegetation's near-infrared, which is why the pipeline passes the
-    near-infrared in ``skip_up``; a shadow darkens every band. It must also
-    stand out from the nearer side by half the step between the two sides (a
-    new roof brighter on its first date than later by another gain is no
-    cloud). Dates are taken in order and a transient is no neighbour for the
-    next date, so the clear date after a cloud is compared with the date before
-    the cloud. A lasting change is never a transient: after it, the pixel stays
-    in its new state.
-
-    A roof that appears just after a cloudy date can be as bright as the cloud,
-    so only the ground around it is a transient: holes of up to ``max_hole``
-    pixels in a date's transients, enclosed by a ring at least 7 px thick (a
-    cloud, not the thin outline a misregistered scene draws around a
-    building), are filled, so the roof is skipped on the cloudy date instead
-    of dated there.
-
-    Parameters
-    ----------
-    images : ndarray, (dates, bands, rows, cols)
-    usable : ndarray of bool, (dates, rows, cols)
-    noise : ndarray, (bands,)
-        Noise standard deviation of one observation per band.
-    sigma : float
-        Smallest difference, in noise standard deviations of a difference.
-    max_hole : int
-        Largest hole (pixels) to fill; 0 fills none.
-    skip_up : sequence of int
-        Bands not required to brighten under a cloud (the near-infrared).
-
-    Returns
-    -------
-    ndarray of bool, (dates, rows, cols)
-
-    Examples
-    --------
-    Blue, green, red, NIR of one pixel: grass, a thin cloud on date 2 (the NIR
-    drops), grass, then a dark new roof from date 4:
-
-    >>> grass, cloud, roof = [300, 500, 350, 2500], [1800, 1900, 1850, 2300], [200, 210, 220, 230]
-    >>> px = np.array([grass, grass, cloud, grass, roof, roof, roof], float)[:, :, None, None]
-    >>> ok = np.ones((7, 1, 1), bool)
-    >>> np.flatnonzero(transients(px, ok, noise=np.full(4, 20.0), skip_up=[3])[:, 0, 0]).tolist()
-    [2]
-    >>> np.flatnonzero(transients(px, ok, noise=np.full(4, 20.0))[:, 0, 0]).tolist()
-    []
-    """
-    n, nb = images.shape[:2]
-    s = (np.asarray(noise, np.float32) * np.float32(np.sqrt(2)))[:, None, None]
-    skip = set(int(b) for b in skip_up)
-    keep = [b for b in range(nb) if b not in skip] or list(range(nb))
-    use = usable.copy()
-    for t in range(1, n - 1):
-        zp = (images[t] - images[t - 1]) / s
-        zn = (images[t] - images[t + 1]) / s
-        # it must also stand out from the nearer side by half the step between the sides:
-        # a new roof a few sigma brighter on its first date than later (another gain, a
-        # blurrier scene) stands out far less than it stepped up from the ground
-        half = 0.5 * np.abs(zp[keep] - zn[keep]).mean(axis=0)
-        up = (np.all(zp[keep] > sigma, axis=0) & np.all(zn[keep] > sigma, axis=0)
-              & (np.minimum(zp[keep], zn[keep]).mean(axis=0) > half))
-        down = (np.all(zp < -sigma, axis=0) & np.all(zn < -sigma, axis=0)
-                & (np.minimum(-zp, -zn).mean(axis=0) > 0.5 * np.abs(zp - zn).mean(axis=0)))
-        use[t] &= ~((up | down) & use[t - 1] & use[t + 1])
-    found = usable & ~use
-    _fill_holes(found, usable, max_hole)
-    return found
-
-
-def _fill_holes(found: np.ndarray, usable: np.ndarray, max_hole: int, *, thick: int = 3) -> None:
-    """Add to each date's mask (in place) the usable holes in it of at most ``max_hole`` pixels.
-
-    Only holes enclosed by transients at least ``2 * thick + 1`` pixels thick count:
-    a cloud all around a roof, not the thin outline of a building that a scene left a
-    few pixels off draws on that date (that roof is not hidden).
-    """
-    if max_hole <= 0:
-        return
-    for t in range(found.shape[0]):
-        if not found[t].any():
-            continue
-        wide = ndi.binary_erosion(found[t], iterations=thick, border_value=1)
-        if not wide.any():
-            continue
-        holes = ndi.binary_fill_holes(wide) & ~found[t]
-        if holes.any():
-            lab, k = ndi.label(holes)
-            small = np.bincount(lab.ravel(), minlength=k + 1) <= max_hole
-            small[0] = False
-            found[t] |= small[lab] & usable[t]
 
 
 #: Offset of the date code of a *weak* changed pixel in the per-pixel step raster.
