@@ -10,7 +10,9 @@ seasonal vegetation, sun-dependent building shadows, construction pads,
 a demolition, an annex, misregistration (shift + rotation) on every date but
 the first, one scene on a different (0.6 m) grid, one cloudy scene and one
 scene with a nodata wedge. Everything is derived from
-``numpy.random.default_rng(seed)``: the same seed gives identical pixels.
+``numpy.random.default_rng(seed)``: the same seed gives identical pixels on every
+CPU (no arithmetic whose last bit depends on NumPy's SIMD dispatch; see
+:mod:`changedetect.portable`).
 
 Geometry convention
 -------------------
@@ -51,6 +53,7 @@ from affine import Affine
 from scipy import ndimage
 
 from changedetect.errors import InputError
+from changedetect.portable import gaussian_filter
 
 __all__ = ["Site", "make_site", "main", "SITE_CRS", "BAND_NAMES", "CADENCES"]
 
@@ -217,7 +220,8 @@ def _sun_position(d: _dt.date, hour: float, lat_deg: float = _LAT) -> tuple[floa
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    a = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="wrap")
+    # portable.gaussian_filter: SciPy's filter with weights that are the same on every CPU
+    a = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="wrap")
     s = float(a.std())
     return a / s if s > 0 else a
 
@@ -611,7 +615,8 @@ def _clouds(rng, sc: _Scene, avoid: np.ndarray) -> tuple[np.ndarray, np.ndarray]
             dx, dy = xx - cx - ox, yy - cy - oy
             u, v = (dx * ct + dy * st) / rx, (-dx * st + dy * ct) / ry
             r2 = (u * u + v * v) / mod
-            return np.clip(1.25 - 0.6 * r2, 0.0, 1.0) ** 1.5
+            c = np.clip(1.25 - 0.6 * r2, 0.0, 1.0)
+            return c * np.sqrt(c)  # c ** 1.5 without NumPy's power, whose last bit depends on the CPU
 
         a = blob(0.0, 0.0)
         s = blob(sdx, sdy)
@@ -735,7 +740,7 @@ def _finish(rng, img: np.ndarray, sc: _Scene, cloud, wedge) -> np.ndarray:
     if cloud is not None:
         img *= 1.0 - 0.45 * cloud[1][None]
     for bnd in range(4):
-        img[bnd] = ndimage.gaussian_filter(img[bnd], sc.blur, mode="nearest")
+        img[bnd] = gaussian_filter(img[bnd], sc.blur, mode="nearest")
     img = img * sc.gain[:, None, None] + sc.offset[:, None, None]
     if sc.haze > 0:
         haze_col = np.array([650, 480, 320, 160], np.float32) * sc.haze
