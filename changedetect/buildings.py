@@ -410,8 +410,11 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         b_spec, a_spec = (np.einsum("tbp,tp->b", px[:, :n_spectral], (u & m[:, None]).astype(np.float32))
                           / max(int((u & m[:, None]).sum()), 1)
                           for m in (before_t, observed & (steps >= ch.completed)))
-        cos = float(b_spec @ a_spec) / max(float(np.linalg.norm(b_spec) * np.linalg.norm(a_spec)), 1e-12)
-        gain = float(np.linalg.norm(a_spec) / max(float(np.linalg.norm(b_spec)), 1e-12))
+        # float64 sums, not a float32 BLAS dot: the same last bit on every CPU
+        b_spec, a_spec = b_spec.astype(np.float64), a_spec.astype(np.float64)
+        nb_, na_ = math.sqrt(float(np.sum(b_spec * b_spec))), math.sqrt(float(np.sum(a_spec * a_spec)))
+        cos = float(np.sum(b_spec * a_spec)) / max(nb_ * na_, 1e-12)
+        gain = na_ / max(nb_, 1e-12)
         if cos >= math.cos(math.radians(max_angle_deg)) and abs(math.log(max(gain, 1e-12))) < math.log(max_gain):
             changed = False
     if stepped and not changed:

@@ -53,6 +53,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
+from . import portable
 from .errors import ChangeDetectWarning, InputError, RegistrationError
 from .stack import Stack, apply_mapping, compose_mapping
 
@@ -119,8 +120,8 @@ def _bandpass(img: np.ndarray, valid: np.ndarray, scale: float = 1.0) -> tuple[n
     img = np.asarray(img, dtype=np.float32)
     s1, s2 = _S1 * scale, _S2 * scale
     if valid.all():
-        return (ndi.gaussian_filter(img, s1, truncate=3.0)
-                - ndi.gaussian_filter(img, s2, truncate=3.0)), valid
+        return (portable.gaussian_filter(img, s1, truncate=3.0)
+                - portable.gaussian_filter(img, s2, truncate=3.0)), valid
     rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
     if not len(rows):
         return np.zeros_like(img), valid
@@ -138,7 +139,8 @@ def _bandpass(img: np.ndarray, valid: np.ndarray, scale: float = 1.0) -> tuple[n
     iv = np.where(valid, img, 0).astype(np.float32)
 
     def smooth(s):
-        return ndi.gaussian_filter(iv, s, truncate=3.0) / np.maximum(ndi.gaussian_filter(v, s, truncate=3.0), 1e-3)
+        return (portable.gaussian_filter(iv, s, truncate=3.0)
+                / np.maximum(portable.gaussian_filter(v, s, truncate=3.0), 1e-3))
 
     ok = ndi.binary_erosion(valid, iterations=max(1, int(round(2 * s1))), border_value=1)
     rep = smooth(s1) - smooth(s2)
@@ -151,7 +153,8 @@ def _taper(shape: tuple[int, int]) -> np.ndarray:
     def one(n):
         w = np.ones(n, dtype=np.float32)
         k = max(1, n // 8)
-        ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, k, dtype=np.float32))
+        # float64 cos is libm's on every CPU (NumPy's float32 cos is not)
+        ramp = (0.5 - 0.5 * np.cos(np.linspace(0, np.pi, k))).astype(np.float32)
         w[:k] = ramp
         w[-k:] = ramp[::-1]
         return w
@@ -166,14 +169,23 @@ def _refine_peaks(cross: np.ndarray, shift: np.ndarray, upsample: int) -> np.nda
     centre = region // 2
     ar = (np.arange(region, dtype=np.float64) - centre) / upsample
 
-    # kr[k, i, r] = exp(2j pi (ar_i + s_k) f_r) = exp(2j pi ar_i f_r) exp(2j pi s_k f_r)
+    # kr[k, i, r] = exp(2j pi (ar_i + s_k) f_r) = exp(2j pi ar_i f_r) exp(2j pi s_k f_r): float64
+    # cos and sin (libm: the same on every CPU) and the product in real arithmetic (NumPy's
+    # complex multiply takes FMA on some CPUs only); the matrix products through
+    # portable.matmul_exact, whose sums do not depend on OpenBLAS's kernel
     def kern(size, s):
         f = np.fft.fftfreq(size)                                # cycles per pixel
-        base = np.exp(2j * np.pi * ar[:, None] * f[None, :]).astype(np.complex64)
-        return base[None] * np.exp(2j * np.pi * s[:, None] * f[None, :]).astype(np.complex64)[:, None, :]
+        pa = (2 * np.pi) * (ar[:, None] * f[None, :])           # (region, size)
+        ps = (2 * np.pi) * (s[:, None] * f[None, :])            # (n, size)
+        ca, sa, cs, ss = np.cos(pa)[None], np.sin(pa)[None], np.cos(ps)[:, None], np.sin(ps)[:, None]
+        k = np.empty((len(s),) + pa.shape, np.complex128)
+        k.real = ca * cs - sa * ss
+        k.imag = sa * cs + ca * ss
+        return k
     kr = kern(h, shift[:, 0])                                  # (n, region, h)
     kc = kern(w, shift[:, 1])                                  # (n, region, w)
-    up = np.abs(np.matmul(np.matmul(kr, cross.astype(np.complex64)), kc.transpose(0, 2, 1)))
+    prod = portable.matmul_exact(portable.matmul_exact(kr, cross), kc.transpose(0, 2, 1))
+    up = np.sqrt(prod.real * prod.real + prod.imag * prod.imag)
     flat = up.reshape(n, -1)
     idx = flat.argmax(axis=1)
     pi, pj = np.unravel_index(idx, (region, region))
@@ -194,7 +206,7 @@ def _refine_peaks(cross: np.ndarray, shift: np.ndarray, upsample: int) -> np.nda
 @functools.lru_cache(maxsize=8)
 def _lowpass(h: int, w: int) -> np.ndarray:
     fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
-    return np.exp(-2 * (np.pi * _PEAK_SIGMA) ** 2 * (fy * fy + fx * fx)).astype(np.float32)
+    return portable.exp(-2 * (np.pi * _PEAK_SIGMA) ** 2 * (fy * fy + fx * fx)).astype(np.float32)
 
 
 def _phase_correlate(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarray,
@@ -214,18 +226,27 @@ def _phase_correlate(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarra
     holes = np.flatnonzero(~both.reshape(n, -1).all(axis=1))
     if len(holes):
         sub = both[holes]
-        weight[holes] = ndi.gaussian_filter(ndi.binary_erosion(sub, _IN_PLANE, iterations=2).astype(np.float32),
-                                            (0, 2.0, 2.0), truncate=2.5) * sub
+        weight[holes] = portable.gaussian_filter(
+            ndi.binary_erosion(sub, _IN_PLANE, iterations=2).astype(np.float32), (0, 2.0, 2.0),
+            truncate=2.5) * sub
     weight = weight * _taper((h, w))
     total = np.maximum(weight.sum(axis=(1, 2), keepdims=True), 1e-9)
     a = (a - (a * weight).sum(axis=(1, 2), keepdims=True) / total) * weight
     b = (b - (b * weight).sum(axis=(1, 2), keepdims=True) / total) * weight
     fa = sfft.fft2(a.astype(np.float32), workers=_WORKERS)
     fb = sfft.fft2(b.astype(np.float32), workers=_WORKERS)
-    cross = fa * fb.conj()
+    # cross = fa * conj(fb) in real arithmetic: NumPy's complex multiply and abs take FMA
+    # on AVX2 CPUs and not on older ones, so their last bits depend on the CPU
+    re = fa.real * fb.real
+    re += fa.imag * fb.imag
+    im = fa.imag * fb.real
+    im -= fa.real * fb.imag
     # whiten, then weight by a Gaussian low-pass: high frequencies carry little signal in
     # blurred imagery, and whitened noise there locks the peak to whole pixels
-    cross *= _lowpass(h, w) / np.maximum(np.abs(cross), 1e-12)
+    gain = _lowpass(h, w) / np.maximum(np.sqrt(re * re + im * im), 1e-12)
+    cross = np.empty(fa.shape, np.complex64)
+    cross.real = re * gain
+    cross.imag = im * gain
     corr = sfft.ifft2(cross, workers=_WORKERS).real.reshape(n, -1)
     idx = corr.argmax(axis=1)
     peak = corr[np.arange(n), idx]
@@ -297,8 +318,7 @@ def _residual(theta: np.ndarray, frame: _Frame, q: np.ndarray, d: np.ndarray) ->
 def _fit_theta(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame) -> np.ndarray:
     """Least-squares displacement model (2, k) through tie points ``q -> q + d``."""
     phi = np.column_stack(_basis(*frame.norm(q[:, 0], q[:, 1]), k))
-    sol, *_ = np.linalg.lstsq(phi, d, rcond=None)
-    return sol.T
+    return portable.lstsq(phi, d).T
 
 
 def _robust_theta(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame, passes: int = 4) -> np.ndarray:
@@ -308,11 +328,10 @@ def _robust_theta(q: np.ndarray, d: np.ndarray, k: int, frame: _Frame, passes: i
         return theta
     phi = np.column_stack(_basis(*frame.norm(q[:, 0], q[:, 1]), k))
     for _ in range(passes):
-        r = np.hypot(*(phi @ theta.T - d).T)
+        r = np.hypot(*(portable.dot(phi, theta.T) - d).T)
         scale = max(1.4826 * float(np.median(r)), 0.005)
         w = np.sqrt(np.minimum(1.0, 1.5 * scale / np.maximum(r, 1e-12)))
-        sol, *_ = np.linalg.lstsq(phi * w[:, None], d * w[:, None], rcond=None)
-        theta = sol.T
+        theta = portable.lstsq(phi * w[:, None], d * w[:, None]).T
     return theta
 
 
@@ -485,7 +504,7 @@ class _Scene:
         self.path = path
         self.nominal = nominal
         self.win = windows
-        self.scale = float(math.sqrt(abs(np.linalg.det(nominal[:, :2]))))
+        self.scale = float(math.sqrt(abs(portable.det(nominal[:, :2]))))
         self.patches: list[_Patch | None] = [None] * len(windows.starts)
         self.boxes: list[tuple | None] = [None] * len(windows.starts)
 
@@ -980,7 +999,7 @@ def _make(stack: Stack, name: str, model: str, ref_to_scene, correction, rmse, n
         jac[:, 0] += 2 * c[:, 3] * cx + c[:, 4] * cy
         jac[:, 1] += c[:, 4] * cx + 2 * c[:, 5] * cy
     rot = math.degrees(math.atan2(jac[1, 0] - jac[0, 1], jac[0, 0] + jac[1, 1]))
-    scale = float(math.sqrt(abs(np.linalg.det(jac))))
+    scale = float(math.sqrt(abs(portable.det(jac))))
     return Registration(scene=name, model=model, ref_to_scene=np.asarray(ref_to_scene),
                         correction=c, shift_px=moved, shift_m=(float(shift_m[0]), float(shift_m[1])),
                         rotation_deg=rot, scale=scale, rmse_px=float(rmse), n_tiepoints=n_tp,

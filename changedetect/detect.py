@@ -82,6 +82,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import portable
 from .errors import EmptyDataError, InputError
 
 __all__ = ["difference", "ratio", "log_ratio", "cva", "CVA", "robust_scale", "MADTransform", "fit_irmad",
@@ -216,8 +217,7 @@ def ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
     return out
 
 
-_LN2 = np.float32(math.log(2.0))
-_SQRT_HALF_BITS = np.int32(0x3F3504F3)          # float32 bits of sqrt(0.5)
+_LOG_MAX = np.float32(math.log(float(np.finfo(np.float32).max)))
 
 
 def log_ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
@@ -233,12 +233,14 @@ def log_ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
     The log-ratio operator of SAR change detection (Bazi, Bruzzone & Melgani
     2005) turns multiplicative changes into additive, symmetric ones.
 
-    NumPy's float32 ``log`` has no SIMD loop on AVX2 machines (it costs about
-    eight memory copies), so the log is computed with SIMD ufuncs only: the
-    ratio ``r = 2**e * m`` with ``m`` in [sqrt(1/2), sqrt(2)) read from the
-    float's bits, then ``log m = 2 atanh(s) = 2 s (1 + s^2/3 + s^4/5)`` with
-    ``s = (m - 1) / (m + 1)``, ``|s| < 0.172``: accurate to 3e-6 (absolute).
-    Row chunks are shared among ``threads`` (default: every core).
+    Row chunks (cache-sized, shared among ``threads``, default every core)
+    go through add, divide and NumPy's ``log`` in place. An earlier version
+    replaced ``log`` by a hand-written range reduction and series; it was
+    faster than NumPy on AVX2 but 1.1-1.8x slower on AVX-512, where NumPy's
+    float32 ``log`` has its own loop, so it went (``benchmarks/kernels.py``
+    prints both paths). NumPy's AVX2 and AVX-512 loops give the same bits;
+    its baseline loop (CPUs without AVX2) may differ in the last bit. This
+    kernel is not used by :func:`~changedetect.pipeline.detect_changes`.
 
     Examples
     --------
@@ -253,36 +255,18 @@ def log_ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
 
     def work(sl, buf):
         o = out[:, sl]
-        n = sl.stop - sl.start
-        t, u, k = buf[0][:, :n], buf[1][:, :n], buf[2][:, :n]
+        t = buf[0][:, :sl.stop - sl.start]
         np.add(after[:, sl], e, out=o, dtype=np.float32, casting="unsafe")
         np.add(before[:, sl], e, out=t, dtype=np.float32, casting="unsafe")
         np.maximum(o, tiny, out=o)
         np.maximum(t, tiny, out=t)
-        with np.errstate(over="ignore"):        # huge / tiny -> inf -> log ~ 88.7, as float32 can
-            np.divide(o, t, out=t)
-        # log of the ratio (see the docstring): exponent e into k, mantissa m into t
-        i = t.view(np.int32)
-        np.subtract(i, _SQRT_HALF_BITS, out=k)
-        np.right_shift(k, 23, out=k)
-        ui = u.view(np.int32)
-        np.left_shift(k, 23, out=ui)
-        np.subtract(i, ui, out=i)
-        np.add(t, np.float32(1.0), out=u)
-        np.subtract(t, np.float32(1.0), out=t)
-        np.divide(t, u, out=t)                       # s
-        np.square(t, out=u)                          # s^2
-        np.multiply(u, np.float32(0.4), out=o)
-        o += np.float32(2.0 / 3.0)
-        o *= u
-        o += np.float32(2.0)
-        o *= t                                       # log m
-        np.multiply(k, _LN2, out=t, casting="unsafe")
-        o += t                                       # + e log 2
+        with np.errstate(over="ignore"):        # huge / tiny -> inf -> log = inf, clipped below
+            np.divide(o, t, out=o)
+        np.log(o, out=o)
+        np.minimum(o, _LOG_MAX, out=o)          # as the float32 ratio can reach: ~88.7
 
     def buffers(step):
-        return (np.empty((b, step, cols), np.float32), np.empty((b, step, cols), np.float32),
-                np.empty((b, step, cols), np.int32))
+        return (np.empty((b, step, cols), np.float32),)
 
     _run_rows(rows, cols * b, work, buffers, threads)
     return _zero_invalid(out, valid)
@@ -431,9 +415,9 @@ def cva(before: np.ndarray, after: np.ndarray, *, scale: np.ndarray | None = Non
         if direction:
             # cos(angle) = sum_b d_b / (sqrt(nb) * |d|), d standardised
             s = dirn[sl]
-            np.matmul(inv, flat, out=s.reshape(-1))
+            portable.combine_bands(inv[None], flat, out=s.reshape(1, -1))
         np.square(d, out=d)
-        np.matmul(inv2, flat, out=m.reshape(-1))
+        portable.combine_bands(inv2[None], flat, out=m.reshape(1, -1))
         np.sqrt(m, out=m)
         if direction:
             t = buf[1][:n]
@@ -441,7 +425,7 @@ def cva(before: np.ndarray, after: np.ndarray, *, scale: np.ndarray | None = Non
             np.maximum(t, np.float32(1e-30), out=t)
             np.divide(s, t, out=s)
             np.clip(s, -1, 1, out=s)
-            np.arccos(s, out=s)
+            s[...] = portable.arccos(s)
 
     _run_rows(rows, cols, work, lambda step: (np.empty((nb, step, cols), np.float32),
                                               np.empty((step, cols), np.float32)), threads,
@@ -472,7 +456,7 @@ def _chi2_sf(x: np.ndarray, dof: int, out: np.ndarray | None = None) -> np.ndarr
             term *= np.float32(1.0 / k)
             acc += term
         np.negative(h, out=h)
-        np.exp(h, out=h)
+        portable.exp(h, out=h)
         if out is None:
             out = acc
         np.multiply(acc, h, out=out)
@@ -551,7 +535,7 @@ class MADTransform:
         # scaled so that each variate has unit no-change variance
         wa = (self.a / self.sigma[:, None]).astype(np.float32)
         wb = (self.b / self.sigma[:, None]).astype(np.float32)
-        c = (wa.astype(np.float64) @ self.mean_before - wb.astype(np.float64) @ self.mean_after)
+        c = portable.dot(wa, self.mean_before) - portable.dot(wb, self.mean_after)
         c = c.astype(np.float32)[:, None]
         chi2 = np.empty((rows, cols), np.float32)
         p = np.empty((rows, cols), np.float32) if pvalue else None
@@ -563,8 +547,8 @@ class MADTransform:
             xb[:, :k].reshape(nb, -1, cols)[...] = before[:, sl]
             xa[:, :k].reshape(nb, -1, cols)[...] = after[:, sl]
             mk = m[:, :k]
-            np.matmul(wa, xb[:, :k], out=mk)
-            np.matmul(wb, xa[:, :k], out=m2[:, :k])
+            portable.combine_bands(wa, xb[:, :k], out=mk)
+            portable.combine_bands(wb, xa[:, :k], out=m2[:, :k])
             mk -= m2[:, :k]
             mk -= c
             if variates:
@@ -610,21 +594,22 @@ class IRMAD:
 
 def _canonical(cov: np.ndarray, nb: int):
     """Canonical correlation analysis of a (2B, 2B) covariance: (a, b, rho) ascending."""
-    from scipy.linalg import eigh, solve
-
+    # portable's solve, eigh and dot: small matrices in a fixed order of operations, so the
+    # transformation (and every pixel's chi-square) is the same on every CPU
+    solve, eigh, dot = portable.solve, portable.eigh, portable.dot
     sxx, syy, sxy = cov[:nb, :nb], cov[nb:, nb:], cov[:nb, nb:]
     # a tiny ridge keeps constant or collinear bands solvable (regularised MAD)
     rx = 1e-10 * max(np.trace(sxx) / nb, 1e-300)
     ry = 1e-10 * max(np.trace(syy) / nb, 1e-300)
     sxx = sxx + rx * np.eye(nb)
     syy = syy + ry * np.eye(nb)
-    m = sxy @ solve(syy, sxy.T, assume_a="pos")
+    m = dot(sxy, solve(syy, sxy.T))
     m = 0.5 * (m + m.T)
     rho2, a = eigh(m, sxx)                          # ascending, a.T sxx a = I
     rho = np.sqrt(np.clip(rho2, 0.0, 1.0))
-    b = solve(syy, sxy.T @ a, assume_a="pos") / np.maximum(rho, 1e-12)
+    b = solve(syy, dot(sxy.T, a)) / np.maximum(rho, 1e-12)
     # deterministic signs: each before-variate correlates positively with the bands' sum
-    s = np.sign(np.sum(sxx @ a, axis=0))
+    s = np.sign(np.sum(dot(sxx, a), axis=0))
     s[s == 0] = 1
     return (a * s).T, (b * s).T, rho
 
@@ -709,9 +694,9 @@ def fit_irmad(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None
     it = 0
     for it in range(1, (max_iter if reweight else 1) + 1):
         sw = w.sum()
-        mean = z @ w / sw
+        mean = portable.dot(z, w) / sw
         zc = z - mean[:, None]
-        cov = (zc * w) @ zc.T / sw
+        cov = np.einsum("in,jn->ij", zc * w, zc) / sw
         a, b, rho = _canonical(cov, nb)
         if rho_old is not None and np.max(np.abs(rho - rho_old)) < tol:
             converged = True
@@ -722,12 +707,12 @@ def fit_irmad(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None
         # weighted variance of a MAD variate is 2 (1 - rho); under no change it is kappa
         # times the true one (see _weighted_shrink)
         sigma = np.sqrt(np.maximum(2.0 * (1.0 - rho), 1e-300) / _weighted_shrink(nb))
-        mad = (a @ zc[:nb] - b @ zc[nb:]) / sigma[:, None]
+        mad = (portable.dot(a, zc[:nb]) - portable.dot(b, zc[nb:])) / sigma[:, None]
         w = _chi2_sf(np.sum(mad * mad, axis=0), nb).astype(np.float64)
         if w.sum() <= 1e-9 * n:
             w = np.ones(n)                           # everything changed: nothing to weight
     # final calibration of each variate's no-change spread, robust to heavy tails
-    sigma = _robust_sigma(a @ (z[:nb] - mean[:nb, None]) - b @ (z[nb:] - mean[nb:, None]))
+    sigma = _robust_sigma(portable.dot(a, z[:nb] - mean[:nb, None]) - portable.dot(b, z[nb:] - mean[nb:, None]))
     return MADTransform(a=a, b=b, mean_before=mean[:nb], mean_after=mean[nb:], rho=rho, sigma=sigma,
                         iterations=it, converged=converged or not reweight, n_pixels=int(n))
 
@@ -797,8 +782,8 @@ def pca_kmeans(before: np.ndarray, after: np.ndarray, *, block: int = 3, energy:
         if vb.sum() >= 4:
             blocks = blocks[vb]
     blocks -= mu
-    cov = blocks.T @ blocks / blocks.shape[0]
-    ev, vec = np.linalg.eigh(cov)
+    cov = np.einsum("ni,nj->ij", blocks, blocks) / blocks.shape[0]
+    ev, vec = portable.eigh(cov)
     ev, vec = ev[::-1], vec[:, ::-1]
     s = int(np.searchsorted(np.cumsum(ev) / max(ev.sum(), 1e-30), energy) + 1)
     s = min(max(s, 1), h * h)
@@ -827,9 +812,9 @@ def pca_kmeans(before: np.ndarray, after: np.ndarray, *, block: int = 3, energy:
         c0, c1 = c1, c0                              # the change cluster has the larger difference
     # |f-c0|^2 - |f-c1|^2 = 2 f.(c1-c0) + |c0|^2 - |c1|^2, linear in f
     g = (2 * (c1 - c0)).astype(np.float32)
-    k0 = np.float32(c0 @ c0 - c1 @ c1)
-    norm = np.float32(max((c1 - c0) @ (c1 - c0), 1e-30))
-    score = np.tensordot(g, feats, axes=1)
+    k0 = np.float32(portable.dot(c0, c0) - portable.dot(c1, c1))
+    norm = np.float32(max(float(portable.dot(c1 - c0, c1 - c0)), 1e-30))
+    score = portable.combine_bands(g[None], feats.reshape(s, -1)).reshape(rows, cols)
     score += k0
     score /= norm
     return _zero_invalid(score.astype(np.float32, copy=False), valid)

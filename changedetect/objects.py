@@ -7,6 +7,7 @@ modified) decided from the before and after appearance of the object's outline.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -527,10 +528,11 @@ def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise
         kind = "modified"
     else:
         kind = "new"
-    mb = before[:, mask].mean(axis=1)
-    ma = after[:, mask].mean(axis=1)
-    cos = float(np.dot(mb, ma) / max(np.linalg.norm(mb) * np.linalg.norm(ma), 1e-9))
-    angle = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    mb = before[:, mask].mean(axis=1).astype(np.float64)
+    ma = after[:, mask].mean(axis=1).astype(np.float64)
+    # sums and sqrt, not BLAS dot/norm or NumPy's arccos: the same last bit on every CPU
+    cos = float(np.sum(mb * ma) / max(math.sqrt(np.sum(mb * mb) * np.sum(ma * ma)), 1e-9))
+    angle = math.degrees(math.atan2(math.sqrt(max(0.0, (1.0 - cos) * (1.0 + cos))), cos))
     lb, la = float(mb.mean()), float(ma.mean())
     dark_after = la < lb
     ratio = min(la, lb) / max(la, lb, 1e-9)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import detect
+from . import detect, portable
 from .errors import EmptyDataError, InputError
 from .objects import clean_mask
 from .radiometry import normalize
@@ -305,13 +305,11 @@ def _drop_elongated(mask: np.ndarray, max_ratio: float) -> np.ndarray:
 
 def _greyness(image: np.ndarray, rgb) -> np.ndarray:
     """1 - saturation of the visible bands, smoothed over 3 px: roofs, concrete and asphalt are grey."""
-    from scipy import ndimage as ndi
-
     vis = np.asarray(image, np.float32)[list(rgb)]
     mx, mn = vis.max(axis=0), vis.min(axis=0)
     floor = np.float32(1e-3 * max(float(np.mean(mx)), 1e-6))
     sat = (mx - mn) / (np.abs(mx) + floor)
-    g = ndi.gaussian_filter(1.0 - np.clip(sat, 0, 1), 3.0, mode="nearest")
+    g = portable.gaussian_filter(1.0 - np.clip(sat, 0, 1), 3.0, mode="nearest")
     return np.clip(g, 0, 1).astype(np.float32)
 
 
@@ -398,7 +396,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     def smoothed(img):
         if config.presmooth <= 0:
             return img
-        return ndi.gaussian_filter(img, (0, config.presmooth, config.presmooth), mode="nearest")
+        return portable.gaussian_filter(img, (0, config.presmooth, config.presmooth), mode="nearest")
 
     kb, kan = smoothed(before), smoothed(after_n)
     # only the gain-blind kernels read the un-normalised after image: smooth it only for them
@@ -407,20 +405,21 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
         ka = kan if after_n is after else smoothed(after)
     score, statistic = _score(kb, ka, kan, v, config)
     if config.smooth > 0:
-        score = ndi.gaussian_filter(score, config.smooth, mode="nearest")
+        score = portable.gaussian_filter(score, config.smooth, mode="nearest")
     exponent = 1.0
     if config.adapt > 0 and statistic in ("cva", "chi2", "combined"):
         rho = _mean_band_correlation(kb, kan, v)
         exponent = float(min(1.0, config.adapt * max(rho, 0.0)))
         norm_rec["band_correlation"] = round(rho, 4)
         if exponent < 1.0:
-            score = np.power(np.maximum(score, 0), np.float32(exponent))
+            score = portable.power(np.maximum(score, 0).astype(np.float32), exponent)
             statistic = "weighted"
     norm_rec["score_exponent"] = round(exponent, 4)
     if config.prior == "built" and rgb_ok:
-        score = score * _greyness(look_a, config.rgb) ** np.float32(config.gamma)
+        # portable.power, not **: NumPy's float32 power rounds differently on AVX-512
+        score = score * portable.power(_greyness(look_a, config.rgb), config.gamma)
         if config.delta > 0:
-            score = score * (1 - _greyness(look_b, config.rgb)) ** np.float32(config.delta)
+            score = score * portable.power(1 - _greyness(look_b, config.rgb), config.delta)
         if statistic != "kmeans":                       # a positive weight keeps the k-means sign
             statistic = "weighted"
     masked = ~v

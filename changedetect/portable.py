@@ -422,9 +422,10 @@ def matmul_exact(a: np.ndarray, b: np.ndarray, *, bits: int = 20) -> np.ndarray:
     bits = min(int(bits), (52 - max(1, math.ceil(math.log2(max(k, 2))))) // 2)
 
     def quantise(x):
-        m = float(np.max(np.abs(x.real))) if x.size else 0.0
-        if np.iscomplexobj(x) and x.size:
-            m = max(m, float(np.max(np.abs(x.imag))))
+        if not x.size:
+            return x.real * 0.0, (x.imag * 0.0 if np.iscomplexobj(x) else None), 1.0
+        parts = (x.real, x.imag) if np.iscomplexobj(x) else (x,)
+        m = max(max(float(p.max()), -float(p.min())) for p in parts)
         if not m > 0 or not math.isfinite(m):
             return x.real * 0.0, (x.imag * 0.0 if np.iscomplexobj(x) else None), 1.0
         e = math.frexp(m)[1]                        # m < 2**e

@@ -21,6 +21,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import portable
 from .errors import DateError, EmptyDataError, InputError, NoOverlapError
 from .io import SceneInfo, read_manifest, read_scene
 
@@ -63,12 +64,12 @@ def compose(outer, inner) -> np.ndarray:
     array([[1., 0., 4.],
            [0., 1., 6.]])
     """
-    return (_full(np.asarray(outer)) @ _full(np.asarray(inner)))[:2]
+    return portable.dot(_full(np.asarray(outer)), _full(np.asarray(inner)))[:2]
 
 
 def invert(m) -> np.ndarray:
     """Inverse of a (2, 3) affine."""
-    return np.linalg.inv(_full(np.asarray(m)))[:2]
+    return portable.inv(_full(np.asarray(m)))[:2]
 
 
 def _is_affine(m: np.ndarray) -> bool:
@@ -104,7 +105,7 @@ def compose_mapping(outer, inner) -> np.ndarray:
     inner = np.asarray(inner, dtype=np.float64)
     if inner.shape == (2, 3):
         return compose(outer, inner)
-    out = outer[:, :2] @ inner
+    out = portable.dot(outer[:, :2], inner)
     out[:, 2] += outer[:, 2]
     return out
 
@@ -303,8 +304,8 @@ def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampli
         data[:, ~valid] = 0
         return data, valid
     corners = np.array([[0, 0, 1], [ow, 0, 1], [0, oh, 1], [ow, oh, 1]], dtype=np.float64).T
-    sc, sr = md @ corners
-    f = max(1, int(math.floor(math.sqrt(abs(np.linalg.det(lin))))))   # scene px per output px
+    sc, sr = portable.dot(md, corners)
+    f = max(1, int(math.floor(math.sqrt(abs(portable.det(lin))))))   # scene px per output px
     pad = 4 * f
     c0 = int(max(0, math.floor(sc.min()) - pad))
     r0 = int(max(0, math.floor(sr.min()) - pad))
@@ -398,18 +399,17 @@ def _nominal(scene: SceneInfo, crs, transform, width: int, height: int) -> np.nd
     tr = Transformer.from_crs(crs, scene.crs, always_xy=True)
     cols, rows = np.meshgrid(np.linspace(0, width, 9), np.linspace(0, height, 9))
     q = np.stack([cols.ravel(), rows.ravel(), np.ones(cols.size)])
-    x, y = ref_px_to_map @ q
+    x, y = portable.dot(ref_px_to_map, q)
     sx, sy = tr.transform(x, y)
-    p = map_to_scene_px @ np.stack([sx, sy, np.ones(cols.size)])
-    fit, *_ = np.linalg.lstsq(q.T, p.T, rcond=None)
-    return fit.T
+    p = portable.dot(map_to_scene_px, np.stack([sx, sy, np.ones(cols.size)]))
+    return portable.lstsq(q.T, p.T).T
 
 
 def _overlap_fraction(scene: SceneInfo, crs, transform, width, height) -> float:
     """Fraction of the reference grid covered by the scene's footprint."""
     m = _nominal(scene, crs, transform, width, height)
     cols, rows = np.meshgrid(np.linspace(0.5, width - 0.5, 24), np.linspace(0.5, height - 0.5, 24))
-    c, r = m @ np.stack([cols.ravel(), rows.ravel(), np.ones(cols.size)])
+    c, r = portable.dot(m, np.stack([cols.ravel(), rows.ravel(), np.ones(cols.size)]))
     inside = (c >= 0) & (c < scene.width) & (r >= 0) & (r < scene.height)
     return float(inside.mean())
 

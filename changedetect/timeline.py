@@ -18,6 +18,7 @@ observations (cloud, nodata, failed registration) are skipped, not counted as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -258,7 +259,8 @@ def series_change(series: np.ndarray, usable: np.ndarray, *, scale: np.ndarray,
         dof = max(n - 3, 1)
     first_mean = (c1[ka] - c1[0]) / ka
     last_mean = (c1[n] - c1[kb]) / (n - kb)
-    magnitude = float(np.linalg.norm(last_mean - first_mean))
+    step = last_mean - first_mean
+    magnitude = math.sqrt(float(np.sum(step * step)))          # not BLAS's norm: CPU-independent
     fstat = float((ss_tot - sse_) * dof / max(sse_, 1e-9) / steps)
     return SeriesChange(first_present=int(idx[ka]), last_absent=int(idx[ka - 1]),
                         completed=int(idx[kb]), magnitude=magnitude, fstat=fstat,
