@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -32,6 +31,7 @@ from .errors import EmptyDataError, InputError
 from .io import sha256_file, write_text
 from .objects import (ShapeLimits, appearance, clean_mask, core_fraction, label_objects, object_shape, polygonize,
                       regularize, shape_filter)
+from .provenance import cpu_dispatch, versions
 from .radiometry import Normalization, apply_normalization, fit_normalization
 from .stack import Stack, check_not_empty, open_stack
 from .timeline import SeriesChange, series_change, step_change, transients
@@ -268,26 +268,6 @@ class Result:
     buildings: object = None
     building_dates: object = None
     building_masks: object = None
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"changedetect": __version__, "python": platform.python_version(),
-           "platform": platform.platform()}
-    for pkg in ("numpy", "scipy", "rasterio", "shapely", "geopandas", "pyogrio", "pyproj",
-                "scikit-image"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    try:
-        import rasterio
-
-        out["gdal"] = rasterio.__gdal_version__
-    except Exception:  # pragma: no cover - rasterio is a dependency
-        out["gdal"] = None
-    return out
 
 
 def _sample_windows(stack: Stack, *, size: int = 512, n: int = 16):
@@ -1212,7 +1192,8 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             "parameters": dataclasses.asdict(requested),
             "effective_parameters": dataclasses.asdict(config),
             "warnings": warnings,
-            "versions": _versions(),
+            "versions": versions(),
+            "cpu": cpu_dispatch(),
             "registration": {r.scene: r.to_dict() for r in regs},
             **stats,
             "n_changes": int(len(changes)),
