@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import shutil
@@ -41,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from changedetect import detect  # noqa: E402
+from changedetect.provenance import dispatch_paths  # noqa: E402
 
 
 def make_pair(size: int, bands: int, seed: int = 0):
@@ -231,21 +233,29 @@ def otb_version(exe: str) -> str:
     return "?"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", type=int, default=4000)
-    ap.add_argument("--bands", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-otb", action="store_true")
-    ap.add_argument("--no-plain-slow", action="store_true",
-                    help="skip the slow plain references (IR-MAD, PCA-k-means on every pixel)")
-    args = ap.parse_args(argv)
+#: NumPy dispatch paths that ``--paths`` can name ("avx2": the AVX-512 targets disabled).
+PATHS = {k.replace("no-avx512", "avx2"): v for k, v in dispatch_paths().items()}
 
+
+def plain_cva_direction(before, after, scale):
+    d = (after - before) / scale[:, None, None]
+    mag = np.sqrt((d ** 2).mean(axis=0))
+    cos = d.sum(axis=0) / np.maximum(d.shape[0] * mag, 1e-30)      # sum_b d_b / (sqrt(nb) |d|)
+    return mag, np.arccos(np.clip(cos, -1, 1))
+
+
+def measure(args) -> list[dict]:
+    """Time every kernel on this process's dispatch path; print and return one row per kernel."""
     before, after = make_pair(args.size, args.bands)
     nbytes = before.nbytes + after.nbytes
+    from changedetect.provenance import cpu_dispatch
+
+    cpu = cpu_dispatch()
     print(f"changedetect kernels on 2 × {args.bands}×{args.size}×{args.size} float32 "
           f"({nbytes / 2**20:.0f} MiB input); {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}")
+          f"{os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}; "
+          f"NumPy dispatch: {', '.join(cpu['numpy_dispatched']) or 'baseline only'}; "
+          f"OpenBLAS {cpu['openblas_core']}")
     db, da = np.empty_like(before), np.empty_like(after)
 
     def copy():
@@ -270,7 +280,7 @@ def main(argv=None) -> int:
         ("cva magnitude", lambda: detect.cva(before, after, scale=scale, out=out2),
          lambda: plain_cva(before, after, scale), True),
         ("cva magnitude+direction", lambda: detect.cva(before, after, scale=scale, direction=True),
-         None, True),
+         lambda: plain_cva_direction(before, after, scale), True),
         ("irmad (converged, chi2 + p)", lambda: detect.irmad(before, after),
          None if args.no_plain_slow else (lambda: plain_irmad(before, after)), False),
         ("pca_kmeans (h=3)", lambda: detect.pca_kmeans(before, after, scale=scale),
@@ -280,21 +290,75 @@ def main(argv=None) -> int:
     ]
     print(f"{'kernel':30s} {'time':>9s} {'/ copy':>7s} {'/ plain':>8s} {'plain':>9s} "
           f"{'peak mem / input':>17s}")
+    out = []
     for name, fn, plain, simple in rows:
         t = best_time(fn, args.repeat)
         tp = best_time(plain, 1 if not simple else args.repeat) if plain is not None else None
         mem = peak_memory(fn)
         ratio_plain = f"{t / tp:8.2f}" if tp else f"{'-':>8s}"
         plain_s = f"{tp:8.2f}s" if tp else f"{'-':>9s}"
-        target = "  (target <= 1.5x copy)" if simple else ""
+        target = "  (target <= 1.5x copy)" if simple and name != "cva magnitude+direction" else ""
         print(f"{name:30s} {t:8.3f}s {t / t_copy:7.2f} {ratio_plain} {plain_s} {mem / nbytes:17.2f}{target}")
-    if "irmad" in "".join(r[0] for r in rows):
-        fit = detect.fit_irmad(before, after)
-        print(f"\nIR-MAD: {fit.iterations} iterations on {fit.n_pixels} sampled pixels, "
-              f"converged={fit.converged}, rho={np.round(fit.rho, 5).tolist()}")
-    del out3, out2
+        out.append({"kernel": name, "time": t, "copy": t_copy, "plain": tp, "memory": mem / nbytes})
+    fit = detect.fit_irmad(before, after)
+    print(f"\nIR-MAD: {fit.iterations} iterations on {fit.n_pixels} sampled pixels, "
+          f"converged={fit.converged}, rho={np.round(fit.rho, 5).tolist()}")
     if not args.no_otb:
         run_otb(before, after, max(1, args.repeat - 1))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=4000)
+    ap.add_argument("--bands", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-otb", action="store_true")
+    ap.add_argument("--no-plain-slow", action="store_true",
+                    help="skip the slow plain references (IR-MAD, PCA-k-means on every pixel)")
+    ap.add_argument("--paths", nargs="+", choices=sorted(PATHS), default=["native", "avx2"],
+                    help="NumPy dispatch paths to time, each in its own process "
+                         "(NPY_DISABLE_CPU_FEATURES); default: native and avx2")
+    ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--json", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.single:
+        rows = measure(args)
+        if args.json:
+            args.json.write_text(json.dumps(rows))
+        return 0
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, path in enumerate(args.paths):
+            env = dict(os.environ)
+            env.pop("NPY_DISABLE_CPU_FEATURES", None)
+            if PATHS[path]:
+                env["NPY_DISABLE_CPU_FEATURES"] = PATHS[path]
+            js = Path(tmp) / f"{path}.json"
+            cmd = [sys.executable, __file__, "--single", "--json", str(js), "--size", str(args.size),
+                   "--bands", str(args.bands), "--repeat", str(args.repeat)]
+            cmd += ["--no-plain-slow"] * args.no_plain_slow + ["--no-otb"] * (args.no_otb or i > 0)
+            print(f"\n=== path {path}: NPY_DISABLE_CPU_FEATURES={PATHS[path] or '(unset)'}", flush=True)
+            r = subprocess.run(cmd, env=env)
+            if r.returncode:
+                return r.returncode
+            results[path] = json.loads(js.read_text())
+    print("\nEvery kernel on every path: time (s), ratio to the same run's plain NumPy, ratio to the copy")
+    print(f"{'kernel':30s}" + "".join(f" {p + ' time':>12s} {'/ plain':>8s} {'/ copy':>7s}" for p in results)
+          + "  ours <= plain everywhere")
+    worst = 0.0
+    for j, row in enumerate(next(iter(results.values()))):
+        line = f"{row['kernel']:30s}"
+        ok = True
+        for p, rows in results.items():
+            r = rows[j]
+            ratio = r["time"] / r["plain"] if r["plain"] else float("nan")
+            ok &= not (ratio > 1.0)
+            worst = max(worst, ratio) if ratio == ratio else worst
+            line += f" {r['time']:12.3f} {ratio:8.2f} {r['time'] / r['copy']:7.2f}"
+        print(line + ("  yes" if ok else "  NO"))
+    print(f"\nworst ratio to plain NumPy over kernels and paths: {worst:.2f}")
     return 0
 
 
