@@ -66,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _text(value, spec: str = "") -> str:
+    """``format(value, spec)``, or ``-`` for a missing value (None, NaN, NA)."""
+    import pandas as pd
+
+    try:
+        missing = value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):           # an array-like: not a missing scalar
+        missing = False
+    return "-" if missing else format(value, spec)
+
+
 class _Progress:
     """One updating line on a terminal, or nothing when quiet."""
 
@@ -129,8 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + ", ".join(f"{int(counts.get(k, 0))} {k.replace('_', ' ')}"
                               for k in ("changed", "demolished", "unchanged", "not_observable")))
             for _, row in result.buildings[result.buildings["status"].isin(("changed", "demolished"))].iterrows():
-                print(f"  {row.building_id}  {row.kind:<10} {row.last_absent} .. {row.first_present}  "
-                      f"{100 * row.changed_fraction:5.1f}% changed  confidence {row.confidence:.2f}")
+                # a footprint too small for an interior has no kind (and may lack other fields)
+                print(f"  {row.building_id}  {_text(row.kind):<10} {_text(row.last_absent)} .. "
+                      f"{_text(row.first_present)}  {_text(row.changed_fraction, '5.1%')} changed  "
+                      f"confidence {_text(row.confidence, '.2f')}")
         regs = [r for r in result.registrations if r.model not in ("identity",)]
         if regs:
             worst = max((r.rmse_px for r in regs if r.rmse_px == r.rmse_px), default=float("nan"))
