@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--building-id-column", metavar="NAME",
                    help="column of --buildings holding the ids (default: building_id, id, Id, ID, "
                         "osm_id, osm_way_id or fid, else numbered in file order)")
-    p.add_argument("--out", default="results", metavar="DIR", help="output folder (default: results)")
+    p.add_argument("--out", default="results", metavar="DIR",
+                   help="output folder (default: results); it must be empty or absent unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out as a whole (no file of it is kept)")
     p.add_argument("--format", action="append", choices=FORMATS, dest="formats",
                    help="output format, repeatable (default: gpkg and geojson)")
     p.add_argument("--block", type=int, default=512, help="block size in pixels (memory use)")
@@ -116,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         min_area_m2=args.min_area, max_elongation=args.max_elongation,
                         block=args.block, save_registered=args.save_registered,
                         buildings=args.buildings, building_id_column=args.building_id_column,
+                        overwrite=args.overwrite,
                         formats=tuple(args.formats or ("gpkg", "geojson")))
         result = detect_changes(args.images, args.out, config=config, manifest=args.manifest,
                                 progress=_Progress(not args.quiet))

@@ -163,6 +163,12 @@ class Config:
     memory_mb : int
         Budget for one block of the per-pixel stage: with many dates the block
         shrinks below ``block`` so that all dates of a block fit in it.
+    overwrite : bool
+        An ``out_dir`` that already holds files is refused unless this is
+        True; then the earlier run there is replaced as a whole (the new set is
+        written beside it and swapped in, so no file of the earlier run
+        survives). Even with it, a folder that holds files but no
+        ``run.json`` of changedetect is never emptied.
     """
 
     reference: str | int = "first"
@@ -196,6 +202,7 @@ class Config:
     building_id_column: str | None = None
     pixel_products: bool = True
     memory_mb: int = 256
+    overwrite: bool = False
 
     def __post_init__(self):
         choices = {"coregister": ("local", "global", "none"),
@@ -1097,6 +1104,8 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         timings[stage] = round(now - since, 3)
         return now
 
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir), config.overwrite)
     stack = open_stack(images, manifest=manifest, reference=config.reference)
     for i in range(len(stack)):
         check_not_empty(stack, i)
@@ -1237,15 +1246,52 @@ def _open_footprints(stack: Stack, config: Config):
     return fps
 
 
+_STAGING = ".changedetect-staging-"
+
+
+def _is_earlier_run(folder: Path) -> bool:
+    try:
+        return "changedetect" in json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output folder that holds an earlier run (unless ``overwrite``)."""
+    from .errors import OutputError, OutputExistsError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file, not a folder. Choose a folder.")
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if not entries:
+        return
+    shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+    if not overwrite:
+        raise OutputExistsError(
+            f"The output folder {out_dir} is not empty ({len(entries)} entries: {shown}). Choose "
+            "another --out, or add --overwrite to replace the earlier run there as a whole.")
+    if not _is_earlier_run(out_dir):
+        raise OutputExistsError(
+            f"The output folder {out_dir} holds files ({shown}) but no run.json of changedetect: "
+            "--overwrite only replaces an earlier run, it does not empty other folders. Choose "
+            "another --out.")
+
+
 def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, regs, progress, *,
                    buildings=(None, None, None), rasters: dict | None = None) -> dict:
-    """Write everything to a staging folder, then move it into ``out_dir``."""
+    """Write the whole set into a staging folder beside ``out_dir``, then swap it in.
+
+    ``out_dir`` is either absent, empty, or (with ``overwrite``) an earlier run,
+    which is moved aside and deleted only once the new set is in place: no
+    file of it survives, and a failure leaves it as it was.
+    """
     from .coregister import save_registered
     from .errors import OutputError
 
+    _check_out_dir(out_dir, config.overwrite)        # again: the folder may have changed meanwhile
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{_STAGING}", dir=out_dir.parent))
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc.strerror}. "
                           "Choose another --out.") from None
@@ -1274,11 +1320,25 @@ def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, reg
             for name, p in registered.items():
                 os.replace(p, target / name)
                 final[name] = target / name
-        for p in sorted(staging.iterdir()):
-            if p.name == ".registered":
-                continue
-            os.replace(p, out_dir / p.name)
-            final[p.name] = out_dir / p.name
+        shutil.rmtree(staging / ".registered", ignore_errors=True)
+        names = sorted(p.name for p in staging.iterdir())
+        old = None
+        try:
+            if out_dir.is_dir() and any(out_dir.iterdir()):
+                old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(out_dir, old)
+            elif out_dir.is_dir():
+                out_dir.rmdir()
+            os.replace(staging, out_dir)
+        except OSError as exc:
+            if old is not None and not out_dir.exists():
+                os.replace(old, out_dir)             # put the earlier run back
+            raise OutputError(f"Cannot move the results into {out_dir}: {exc.strerror}. "
+                              "Choose another --out.") from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        final.update({name: out_dir / name for name in names})
         return final
     finally:
         shutil.rmtree(staging, ignore_errors=True)

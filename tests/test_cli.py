@@ -154,3 +154,34 @@ def test_cli_saves_registered_scenes_with_their_hashes(site, tmp_path):
         m[:16], m[-16:], m[:, :16], m[:, -16:] = False, False, False, False
         assert np.corrcoef(gx[m], hx[m])[0, 1] > 0.6, name
     assert not list(out.glob(".staging-*"))
+
+
+def test_out_folder_with_an_earlier_run_is_refused_then_replaced_whole(site, tmp_path):
+    """A second run into the same --out must not mix with the first: refused, or replaced whole."""
+    out = tmp_path / "out"
+    p = run(*site.images, "--out", out, "--format", "geojson", "--format", "kml", "-q")
+    assert p.returncode == 0, p.stderr
+    (out / "notes.txt").write_text("an earlier file")
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    # refused: nothing touched, the message names the folder and the way out
+    p = run(*site.images, "--out", out, "--format", "geojson", "-q")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert str(out) in p.stderr and "--overwrite" in p.stderr and "not empty" in p.stderr
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # --overwrite: the new set only; no file of the earlier run survives (changes.kml, notes.txt)
+    p = run(*site.images, "--out", out, "--format", "geojson", "--overwrite", "-q")
+    assert p.returncode == 0, p.stderr
+    assert {f.name for f in out.iterdir()} == {"changes.geojson", "run.json", "first_change.tif",
+                                               "change_count.tif"}
+    assert (out / "changes.geojson").read_bytes() == before["changes.geojson"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging left behind
+
+
+def test_overwrite_never_empties_a_folder_that_is_not_a_run(site, tmp_path):
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    p = run(*site.images, "--out", folder, "--overwrite", "-q")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "no run.json" in p.stderr and "documents" in p.stderr
+    assert [f.name for f in folder.iterdir()] == ["thesis.tex"]
