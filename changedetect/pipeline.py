@@ -1124,6 +1124,21 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                "add later acquisitions to confirm such changes.")
         log.warning(msg)
         warnings.append(msg)
+    # a change first seen on date k needs `persistence` acquisitions from k on: the last
+    # persistence - 1 intervals can never hold a reported change; say which
+    dates = [s.date.isoformat() for s in stack.scenes]
+    n_dates, p = len(dates), config.persistence
+    unexamined = [{"last_absent": dates[k - 1], "first_present": dates[k],
+                   "reason": f"persistence {p}: a change must be seen in {p} acquisitions, "
+                             f"{n_dates - k} follow"} for k in range(max(1, n_dates - p + 1), n_dates)]
+    if unexamined:
+        spans = ", ".join(f"{u['last_absent']} .. {u['first_present']}" for u in unexamined)
+        msg = (f"{len(unexamined)} interval{'s' if len(unexamined) > 1 else ''} at the end of the "
+               f"series cannot hold a reported change ({spans}): persistence {p} needs a change "
+               f"to be seen in {p} acquisitions. Add later acquisitions, or lower --persistence "
+               "to report changes seen in fewer.")
+        log.warning(msg)
+        warnings.append(msg)
 
     def reg_progress(done, total, name):
         if progress is not None:
@@ -1201,6 +1216,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             "parameters": dataclasses.asdict(requested),
             "effective_parameters": dataclasses.asdict(config),
             "warnings": warnings,
+            "unexamined_intervals": unexamined,
             "versions": versions(),
             "cpu": cpu_dispatch(),
             "registration": {r.scene: r.to_dict() for r in regs},
