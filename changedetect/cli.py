@@ -28,8 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "last_absent and first_present dates) and run.json (inputs with SHA-256, "
                     "parameters, versions, registration per scene).",
         epilog="Example: detect-changes sample_data/*.tif --out results/")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="GeoTIFFs of the same site (two or more)")
-    p.add_argument("--manifest", metavar="CSV", help="CSV with path,date columns (overrides dates in names/tags)")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="GeoTIFFs of the same site (two or more); may be left out with --manifest")
+    p.add_argument("--manifest", metavar="CSV",
+                   help="CSV with path,date columns, paths relative to its folder (overrides dates in "
+                        "names and tags); alone, it also says which images to use")
     p.add_argument("--reference", default="first", metavar="DATE|first|last|PATH",
                    help="image whose grid is used and to which others are registered (default: first)")
     p.add_argument("--coregister", choices=("local", "global", "none"), default="local",
@@ -104,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``detect-changes``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.images and not args.manifest:
+        parser.error("give the IMAGE files, or a --manifest CSV that lists them")
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from .errors import ChangeDetectError, ChangeDetectWarning, InputError
@@ -133,8 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if not args.quiet:
         ch = result.changes
-        print(f"{len(ch)} changes over {len(result.run['inputs'])} acquisitions "
-              f"({result.run['inputs'][0]['date']} .. {result.run['inputs'][-1]['date']})")
+        inputs = result.run["inputs"]
+        print(f"{len(inputs)} acquisitions (date, where it came from):")
+        for s in inputs:
+            day = s["date"][:7] + " (year and month only)" if s.get("date_precision") == "month" else s["date"]
+            print(f"  {day:<32} {s['date_source']:<28} {s['name']}")
+        print(f"{len(ch)} changes over {len(inputs)} acquisitions "
+              f"({inputs[0]['date']} .. {inputs[-1]['date']})")
         for _, row in ch.iterrows():
             print(f"  {row.change_id}  {row.kind:<10} {row.last_absent} .. {row.first_present}  "
                   f"{row.area_m2:8.1f} m2  confidence {row.confidence:.2f}")

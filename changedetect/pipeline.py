@@ -1204,6 +1204,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "inputs": [{"name": s.name, "path": str(Path(s.path).resolve()), "sha256": s.sha256,
                         "date": s.date.isoformat(), "date_source": s.date_source,
+                        "date_precision": s.date_precision,
                         "crs": s.crs.to_string(), "transform": list(s.transform)[:6],
                         "width": s.width, "height": s.height, "bands": s.count, "dtype": s.dtype,
                         "nodata": s.nodata} for s in stack.scenes],

@@ -422,9 +422,11 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
     Parameters
     ----------
     paths : sequence of path-like
-        Two or more rasters of the same site with the same band count.
+        Two or more rasters of the same site with the same band count; may be
+        empty when ``manifest`` is given: then every file it lists is used.
     manifest : path-like, optional
-        CSV with ``path,date`` columns; overrides dates in names and tags.
+        CSV with ``path,date`` columns (paths relative to its folder);
+        overrides dates in names and tags.
     reference : ``"first"``, ``"last"``, int, ISO date string or path
         The scene whose grid the stack uses and against which others are
         registered and compared.
@@ -450,13 +452,15 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
     if resampling not in _RESAMPLING:
         raise InputError(f"Unknown resampling '{resampling}'; choose one of {', '.join(_RESAMPLING)}.")
     paths = [os.fspath(p) for p in paths]
+    dates = read_manifest(manifest) if manifest is not None else None
+    if not paths and dates:
+        paths = list(dates)                       # --manifest alone: the files it lists
     if len(paths) < 2:
         only = f" (got only {paths[0]})" if paths else ""
         raise InputError(f"Change detection needs at least two dated images of the same site{only}. "
                          "Give two or more GeoTIFFs.")
     if len({os.path.realpath(p) for p in paths}) != len(paths):
         raise InputError("The same file was given twice; give each image once.")
-    dates = read_manifest(manifest) if manifest is not None else None
     scenes = sorted((read_scene(p, manifest=dates) for p in paths), key=lambda s: (s.date, s.name))
     counts = {s.count for s in scenes}
     if len(counts) != 1:

@@ -185,3 +185,37 @@ def test_overwrite_never_empties_a_folder_that_is_not_a_run(site, tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "no run.json" in p.stderr and "documents" in p.stderr
     assert [f.name for f in folder.iterdir()] == ["thesis.tex"]
+
+
+def test_manifest_alone_with_the_same_name_in_two_folders(tmp_path):
+    """pre/tile.tif and post/tile.tif, dates in a manifest, no IMAGE arguments: one run, two dates."""
+    write_scene(tmp_path / "pre" / "tile_0_107.tif", textured(seed=1))
+    write_scene(tmp_path / "post" / "tile_0_107.tif", textured(seed=2))
+    csv = tmp_path / "dates.csv"
+    csv.write_text("path,date\npre/tile_0_107.tif,2012-06-01\npost/tile_0_107.tif,2017-06-01\n")
+    out = tmp_path / "out"
+    p = run("--manifest", csv, "--out", out, "--coregister", "none", cwd=tmp_path / "pre")
+    assert p.returncode == 0, p.stderr
+    assert "2012-06-01" in p.stdout and "2017-06-01" in p.stdout and "manifest" in p.stdout
+    import json
+
+    inputs = json.loads((out / "run.json").read_text())["inputs"]
+    assert [(Path(s["path"]).parent.name, s["date"], s["date_source"]) for s in inputs] == [
+        ("pre", "2012-06-01", "manifest"), ("post", "2017-06-01", "manifest")]
+    p = run("--out", tmp_path / "none")
+    assert p.returncode == 2 and "--manifest" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_year_month_names_run_and_are_marked(tmp_path):
+    """SpaceNet 7 style names (year and month only) are dated, and said to be year-month dates."""
+    a = write_scene(tmp_path / "global_monthly_2018_01_mosaic_L15.tif", textured(seed=1))
+    b = write_scene(tmp_path / "global_monthly_2018_02_mosaic_L15.tif", textured(seed=2))
+    out = tmp_path / "out"
+    p = run(a, b, "--out", out, "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "2018-01 (year and month only)" in p.stdout
+    import json
+
+    inputs = json.loads((out / "run.json").read_text())["inputs"]
+    assert [(s["date"], s["date_precision"]) for s in inputs] == [("2018-01-01", "month"),
+                                                                 ("2018-02-01", "month")]
