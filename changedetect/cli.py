@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--building-id-column", metavar="NAME",
                    help="column of --buildings holding the ids (default: building_id, id, Id, ID, "
                         "osm_id, osm_way_id or fid, else numbered in file order)")
+    p.add_argument("--bands", metavar="ROLES",
+                   help="role of every band, comma-separated, for files that declare none: blue, "
+                        "green, red, nir, alpha (validity, never spectral), - (ignore), e.g. "
+                        "red,green,blue,nir (default: from band descriptions or colour "
+                        "interpretation; 4 undeclared bands are read as blue,green,red,nir)")
     p.add_argument("--out", default="results", metavar="DIR",
                    help="output folder (default: results); it must be empty or absent unless --overwrite")
     p.add_argument("--overwrite", action="store_true",
@@ -125,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         block=args.block, save_registered=args.save_registered,
                         buildings=args.buildings, building_id_column=args.building_id_column,
                         overwrite=args.overwrite,
+                        bands=tuple(b.strip() for b in args.bands.split(",")) if args.bands else None,
                         formats=tuple(args.formats or ("gpkg", "geojson")))
         result = detect_changes(args.images, args.out, config=config, manifest=args.manifest,
                                 progress=_Progress(not args.quiet))
@@ -143,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in inputs:
             day = s["date"][:7] + " (year and month only)" if s.get("date_precision") == "month" else s["date"]
             print(f"  {day:<32} {s['date_source']:<28} {s['name']}")
+        ref = next((s for s in inputs if s["name"] == result.run["reference"]), inputs[0])
+        alpha = f"; band {ref['alpha_band']} is alpha (validity)" if ref.get("alpha_band") else ""
+        print(f"bands: {', '.join(ref['band_roles'])} ({ref['band_roles_source']}){alpha}")
         print(f"{len(ch)} changes over {len(inputs)} acquisitions "
               f"({inputs[0]['date']} .. {inputs[-1]['date']})")
         for _, row in ch.iterrows():

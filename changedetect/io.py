@@ -49,6 +49,9 @@ __all__ = [
     "manifest_date",
     "find_date",
     "FoundDate",
+    "band_roles",
+    "read_pixels",
+    "ROLE_ALIASES",
     "sha256_file",
     "atomic_path",
     "write_raster",
@@ -184,6 +187,17 @@ class SceneInfo:
     date_precision : str
         ``day``, or ``month`` for a name with a year and a month only (the date
         is then the 1st of that month).
+    bands : tuple of int
+        1-based indexes of the spectral bands read (every band but alpha).
+    band_roles : tuple of str
+        Role of each of those bands: ``blue``, ``green``, ``red``, ``nir``, …
+        (``undefined`` where the file does not say).
+    alpha : int or None
+        1-based index of an alpha band: validity, never a spectral band.
+    has_mask : bool
+        The file has a per-dataset mask (GDAL mask band): validity too.
+    band_source : str
+        Where the roles came from (see :func:`band_roles`).
     """
 
     path: Path
@@ -198,6 +212,11 @@ class SceneInfo:
     sha256: str
     date_source: str
     date_precision: str = "day"
+    bands: tuple[int, ...] = ()
+    band_roles: tuple[str, ...] = ()
+    alpha: int | None = None
+    has_mask: bool = False
+    band_source: str = ""
 
     @property
     def name(self) -> str:
@@ -209,6 +228,96 @@ class SceneInfo:
         """Pixel size (x, y) in CRS units."""
         t = self.transform
         return (float(np.hypot(t.a, t.d)), float(np.hypot(t.b, t.e)))
+
+
+#: Band roles understood in band descriptions and --bands, with their aliases.
+ROLE_ALIASES = {
+    "blue": ("blue", "b02"),
+    "green": ("green", "b03"),
+    "red": ("red", "r", "b4", "b04"),
+    "nir": ("nir", "near-infrared", "near infrared", "nir1", "b8", "b08"),
+    "alpha": ("alpha", "mask"),
+}
+_GUESS_4 = ("blue", "green", "red", "nir")
+
+
+def _role(text: str) -> str:
+    t = (text or "").strip().lower()
+    for role, names in ROLE_ALIASES.items():
+        if t in names:
+            return role
+    return t or "undefined"
+
+
+def band_roles(src, declared=None) -> tuple[tuple[str, ...], str]:
+    """The role of every band of an open raster, and where it came from.
+
+    In order: ``declared`` (``--bands``: one role per band, ``alpha`` for a
+    validity band, ``-`` for a band to ignore); the band descriptions; GDAL's
+    colour interpretation (red, green, blue, alpha, as RGBA GeoTIFFs declare
+    them); else, for four undeclared bands, the documented guess blue, green,
+    red, NIR (the order of most commercial 4-band products). Anything else is
+    ``undefined``.
+
+    Returns
+    -------
+    roles : tuple of str
+        One per band of the file.
+    source : str
+        ``--bands``, ``band descriptions``, ``colour interpretation``,
+        ``guess (4 undeclared bands as blue, green, red, nir)`` or ``undeclared``.
+    """
+    n = src.count
+    if declared:
+        roles = tuple("-" if str(r).strip() in ("-", "skip", "") else _role(r) for r in declared)
+        if len(roles) != n:
+            raise InputError(f"--bands gives {len(roles)} roles ({', '.join(roles)}) but {src.name} has "
+                             f"{n} bands: give one role per band, e.g. --bands "
+                             f"{','.join((list(_GUESS_4) + ['alpha'] * n)[:n])}.")
+        return roles, "--bands"
+    descs = [(d or "").strip() for d in src.descriptions]
+    if any(descs):
+        return tuple(_role(d) for d in descs), "band descriptions"
+    ci = [c.name.lower() for c in src.colorinterp]
+    if any(c in ("red", "green", "blue", "alpha") for c in ci):
+        return tuple(c if c in ("red", "green", "blue", "alpha") else "undefined" for c in ci), \
+            "colour interpretation"
+    if n == 4:
+        return _GUESS_4, "guess (4 undeclared bands as blue, green, red, nir; --bands to say otherwise)"
+    return ("undefined",) * n, "undeclared"
+
+
+def read_pixels(src, scene: "SceneInfo", window=None, *, out_shape=None, boundless: bool = False,
+                resampling=None):
+    """The spectral bands of a window of an open scene as float32, and where they are valid.
+
+    Valid means: not nodata in any band, alpha > 0 where the file has an alpha
+    band, and inside its mask band where it has one. An alpha band is never
+    returned as a spectral band.
+
+    Returns
+    -------
+    data : ndarray, float32, (bands, rows, cols)
+    valid : ndarray of bool, (rows, cols)
+    """
+    indexes = list(scene.bands) or list(range(1, src.count + 1))
+    nodata = scene.nodata
+    kw = dict(window=window, boundless=boundless)
+    if boundless:
+        kw["fill_value"] = nodata if nodata is not None else 0
+    shape = None if out_shape is None else (len(indexes),) + tuple(out_shape)
+    extra = {} if resampling is None else {"resampling": resampling}
+    arr = src.read(indexes=indexes, out_shape=shape, out_dtype="float32", **kw, **extra)
+    valid = np.ones(arr.shape[1:], bool) if nodata is None else np.all(arr != nodata, axis=0)
+    if scene.alpha is not None:
+        a = src.read(scene.alpha, out_shape=None if out_shape is None else tuple(out_shape),
+                     **{**kw, "fill_value": 0} if boundless else kw)
+        valid &= a > 0
+    elif scene.has_mask:
+        m = src.read_masks(1, out_shape=None if out_shape is None else tuple(out_shape),
+                           window=window, boundless=boundless)
+        valid &= m > 0
+    return arr, valid
 
 
 def parse_date(text: str) -> _dt.date | None:
@@ -325,7 +434,7 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
 
 
 def read_scene(path: str | os.PathLike, *, date: _dt.date | None = None,
-               manifest: Mapping[str, _dt.date] | None = None) -> SceneInfo:
+               manifest: Mapping[str, _dt.date] | None = None, bands=None) -> SceneInfo:
     """Open a raster, check it can be used, and find its acquisition date.
 
     Parameters
@@ -336,6 +445,9 @@ def read_scene(path: str | os.PathLike, *, date: _dt.date | None = None,
         Use this date and look nowhere else.
     manifest : mapping, optional
         Path (or base file name) to date, as returned by :func:`read_manifest`.
+    bands : sequence of str, optional
+        The role of every band (``--bands``), for files that declare none; see
+        :func:`band_roles`.
 
     Returns
     -------
@@ -365,6 +477,11 @@ def read_scene(path: str | os.PathLike, *, date: _dt.date | None = None,
                 imagery = src.tags(ns="IMAGERY")
             except Exception:  # pragma: no cover - a driver without the domain
                 imagery = {}
+            roles, band_source = band_roles(src, bands)
+            if not any(r not in ("alpha", "-") for r in roles):
+                raise InputError(f"{path}: no spectral band left ({', '.join(roles)}); check --bands.")
+            flags = src.mask_flag_enums[0] if src.count else ()
+            has_mask = any(f.name == "per_dataset" for f in flags) and not any(f.name == "alpha" for f in flags)
     except RasterioIOError as exc:
         raise UnreadableFileError(f"{path}: not a raster GDAL can read ({exc}). "
                                   "Give GeoTIFF files.") from None
@@ -405,7 +522,11 @@ def read_scene(path: str | os.PathLike, *, date: _dt.date | None = None,
                         "CSV given with --manifest (columns path,date).")
     return SceneInfo(path=path, date=date, crs=crs, transform=transform, width=width,
                      height=height, count=count, dtype=str(dtype), nodata=nodata,
-                     sha256=sha256_file(path), date_source=source, date_precision=precision)
+                     sha256=sha256_file(path), date_source=source, date_precision=precision,
+                     bands=tuple(i + 1 for i, r in enumerate(roles) if r not in ("alpha", "-")),
+                     band_roles=tuple(r for r in roles if r not in ("alpha", "-")),
+                     alpha=next((i + 1 for i, r in enumerate(roles) if r == "alpha"), None),
+                     has_mask=has_mask, band_source=band_source)
 
 
 @contextlib.contextmanager

@@ -163,6 +163,12 @@ class Config:
     memory_mb : int
         Budget for one block of the per-pixel stage: with many dates the block
         shrinks below ``block`` so that all dates of a block fit in it.
+    bands : tuple of str, optional
+        The role of every band of the inputs (``("red", "green", "blue", "nir")``;
+        ``alpha`` for a validity band, ``-`` to ignore one), for files whose
+        band descriptions and colour interpretation say nothing. Without it the
+        roles come from the files, and four undeclared bands are taken as blue,
+        green, red, NIR (a warning says so).
     overwrite : bool
         An ``out_dir`` that already holds files is refused unless this is
         True; then the earlier run there is replaced as a whole (the new set is
@@ -202,6 +208,7 @@ class Config:
     building_id_column: str | None = None
     pixel_products: bool = True
     memory_mb: int = 256
+    bands: tuple[str, ...] | None = None
     overwrite: bool = False
 
     def __post_init__(self):
@@ -1106,7 +1113,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
     if out_dir is not None:
         _check_out_dir(Path(out_dir), config.overwrite)
-    stack = open_stack(images, manifest=manifest, reference=config.reference)
+    stack = open_stack(images, manifest=manifest, reference=config.reference, bands=config.bands)
     for i in range(len(stack)):
         check_not_empty(stack, i)
     footprints = None
@@ -1114,6 +1121,13 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         footprints = _open_footprints(stack, config)
     t = mark("open", t0)
     warnings: list[str] = []
+    guessed = [s.name for s in stack.scenes if s.band_source.startswith("guess")]
+    if guessed:
+        msg = (f"{len(guessed)} of {len(stack)} images declare no band roles (no band descriptions, "
+               f"no colour interpretation), e.g. {guessed[0]}: their 4 bands are read as blue, "
+               "green, red, NIR. If that is wrong, give --bands (e.g. --bands red,green,blue,nir).")
+        log.warning(msg)
+        warnings.append(msg)
     requested = config
     if len(stack) <= config.persistence:
         # a change after the last-but-`persistence` date could never be reported: with a
@@ -1207,7 +1221,10 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                         "date_precision": s.date_precision,
                         "crs": s.crs.to_string(), "transform": list(s.transform)[:6],
                         "width": s.width, "height": s.height, "bands": s.count, "dtype": s.dtype,
-                        "nodata": s.nodata} for s in stack.scenes],
+                        "nodata": s.nodata, "bands_read": list(s.bands),
+                        "band_roles": list(s.band_roles), "alpha_band": s.alpha,
+                        "mask_band": s.has_mask, "band_roles_source": s.band_source}
+                       for s in stack.scenes],
             "manifest": None if manifest is None else {"path": str(Path(manifest).resolve()),
                                                        "sha256": sha256_file(manifest)},
             "reference": stack.scenes[stack.reference].name,

@@ -219,3 +219,52 @@ def test_year_month_names_run_and_are_marked(tmp_path):
     inputs = json.loads((out / "run.json").read_text())["inputs"]
     assert [(s["date"], s["date_precision"]) for s in inputs] == [("2018-01-01", "month"),
                                                                  ("2018-02-01", "month")]
+
+
+def test_rgba_mosaics_run_with_alpha_as_validity(tmp_path):
+    """RGBA GeoTIFFs as Planet/SpaceNet 7/QGIS write them: exit 0, alpha never a band, roles printed."""
+    import json
+
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    paths = []
+    for i, name in enumerate(("m_2018-01-15.tif", "m_2018-07-15.tif")):
+        rgb = np.clip(textured(seed=i + 1)[:, :, :] / 12, 1, 250)
+        alpha = np.full(rgb.shape[1:], 255)
+        alpha[:, :6] = 0
+        arr = np.concatenate([rgb, alpha[None]]).astype("uint8")
+        p = tmp_path / name
+        with rasterio.open(p, "w", driver="GTiff", width=64, height=64, count=4, dtype="uint8",
+                           crs="EPSG:32637", transform=T0, photometric="RGB", alpha="YES") as dst:
+            dst.write(arr)
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        paths.append(p)
+    out = tmp_path / "out"
+    p = run(*paths, "--out", out, "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "Only 0 pseudo-invariant" not in p.stderr and "overflow" not in p.stderr
+    assert "bands: red, green, blue (colour interpretation); band 4 is alpha (validity)" in p.stdout
+    s = json.loads((out / "run.json").read_text())["inputs"][0]
+    assert (s["bands_read"], s["band_roles"], s["alpha_band"]) == ([1, 2, 3], ["red", "green", "blue"], 4)
+
+
+def test_undeclared_bands_are_guessed_and_said(tmp_path, good):
+    p = run(*good, "--out", tmp_path / "out", "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "bands: undefined, undefined, undefined (undeclared)" in p.stdout
+    q = run(*good, "--out", tmp_path / "o2", "--coregister", "none", "--bands", "red,green,blue")
+    assert q.returncode == 0, q.stderr
+    assert "bands: red, green, blue (--bands)" in q.stdout
+    r = run(*good, "--out", tmp_path / "o3", "--bands", "red,green")
+    assert r.returncode == 2 and "--bands gives 2 roles" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_four_undeclared_bands_warn_of_the_guess(tmp_path):
+    rng = np.random.default_rng(3)
+    a = write_scene(tmp_path / "a_2015-01-01.tif", rng.uniform(500, 3000, (4, 64, 64)))
+    b = write_scene(tmp_path / "b_2016-01-01.tif", rng.uniform(500, 3000, (4, 64, 64)))
+    p = run(a, b, "--out", tmp_path / "out", "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "read as blue, green, red, NIR" in p.stderr and "--bands" in p.stderr
+    assert "bands: blue, green, red, nir (guess" in p.stdout

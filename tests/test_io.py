@@ -156,3 +156,72 @@ def test_write_raster_round_trip(tmp_path, dtype):
         np.testing.assert_array_equal(src.read(), arr)
         assert src.crs.to_epsg() == 32637 and src.transform == T0 and src.nodata == 0
         assert src.descriptions == ("blue", "green", "red")
+
+
+def _rgba(path, rgb, alpha, *, declare=True):
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    arr = np.concatenate([rgb, alpha[None]]).astype("uint8")
+    kw = dict(driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=4, dtype="uint8",
+              crs="EPSG:32637", transform=T0)
+    if declare:
+        kw.update(photometric="RGB", alpha="YES")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **kw) as dst:
+        dst.write(arr)
+        if declare:
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+    return path
+
+
+def test_rgba_alpha_is_validity_never_a_band(tmp_path):
+    """SpaceNet 7 / Planet / QGIS RGBA exports: the alpha band was read as near-infrared."""
+    from changedetect.stack import open_stack
+
+    rng = np.random.default_rng(0)
+    alpha = np.full((32, 32), 255, "uint8")
+    alpha[:, :8] = 0                                     # outside the mosaic
+    rgb = rng.integers(20, 230, (3, 32, 32))
+    a = _rgba(tmp_path / "a_2018-01-15.tif", rgb, alpha)
+    b = _rgba(tmp_path / "b_2018-06-15.tif", rgb, alpha)
+    s = read_scene(a)
+    assert (s.bands, s.band_roles, s.alpha, s.band_source) == ((1, 2, 3), ("red", "green", "blue"), 4,
+                                                              "colour interpretation")
+    stack = open_stack([a, b])
+    assert stack.count == 3 and stack.band_index("nir") is None and stack.band_index("red") == 0
+    data, valid = stack.read(0)
+    assert data.shape == (3, 32, 32)
+    assert not valid[:, :8].any() and valid[:, 8:].all()
+    assert np.array_equal(data[:, :, 8:], rgb[:, :, 8:].astype("float32"))
+
+
+def test_band_roles_from_descriptions_guess_and_declared(tmp_path):
+    from changedetect.errors import InputError
+    from changedetect.stack import open_stack
+
+    arr = np.ones((4, 8, 8), "uint16")
+    plain = write_raster(tmp_path / "p_2015-01-01.tif", arr, transform=T0, crs="EPSG:32637")
+    s = read_scene(plain)
+    assert s.band_roles == ("blue", "green", "red", "nir") and s.band_source.startswith("guess")
+    s = read_scene(plain, bands=("red", "green", "blue", "nir"))
+    assert s.band_roles == ("red", "green", "blue", "nir") and s.band_source == "--bands"
+    s = read_scene(plain, bands=("red", "green", "blue", "alpha"))
+    assert s.bands == (1, 2, 3) and s.alpha == 4
+    with pytest.raises(InputError, match="p_2015-01-01.tif has 4 bands"):
+        read_scene(plain, bands=("red", "green", "blue"))
+    named = write_raster(tmp_path / "n_2015-01-01.tif", arr, transform=T0, crs="EPSG:32637",
+                         band_descriptions=("B04", "B03", "B02", "B08"))
+    assert read_scene(named).band_roles == ("red", "green", "blue", "nir")
+    # a per-dataset mask band is validity too
+    import rasterio
+
+    m = write_raster(tmp_path / "m_2016-01-01.tif", np.full((4, 8, 8), 7, "uint16"), transform=T0,
+                     crs="EPSG:32637", band_descriptions=("blue", "green", "red", "nir"))
+    with rasterio.open(m, "r+") as dst:
+        mask = np.full((8, 8), 255, "uint8")
+        mask[:2] = 0
+        dst.write_mask(mask)
+    assert read_scene(m).has_mask
+    _, valid = open_stack([named, m], reference=0).read(1)
+    assert not valid[:2].any() and valid[2:].all()
