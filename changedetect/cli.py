@@ -28,8 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "last_absent and first_present dates) and run.json (inputs with SHA-256, "
                     "parameters, versions, registration per scene).",
         epilog="Example: detect-changes sample_data/*.tif --out results/")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="GeoTIFFs of the same site (two or more)")
-    p.add_argument("--manifest", metavar="CSV", help="CSV with path,date columns (overrides dates in names/tags)")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="GeoTIFFs of the same site (two or more); may be left out with --manifest")
+    p.add_argument("--manifest", metavar="CSV",
+                   help="CSV with path,date columns, paths relative to its folder (overrides dates in "
+                        "names and tags); alone, it also says which images to use")
     p.add_argument("--reference", default="first", metavar="DATE|first|last|PATH",
                    help="image whose grid is used and to which others are registered (default: first)")
     p.add_argument("--coregister", choices=("local", "global", "none"), default="local",
@@ -56,7 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--building-id-column", metavar="NAME",
                    help="column of --buildings holding the ids (default: building_id, id, Id, ID, "
                         "osm_id, osm_way_id or fid, else numbered in file order)")
-    p.add_argument("--out", default="results", metavar="DIR", help="output folder (default: results)")
+    p.add_argument("--bands", metavar="ROLES",
+                   help="role of every band, comma-separated, for files that declare none: blue, "
+                        "green, red, nir, alpha (validity, never spectral), - (ignore), e.g. "
+                        "red,green,blue,nir (default: from band descriptions or colour "
+                        "interpretation; 4 undeclared bands are read as blue,green,red,nir)")
+    p.add_argument("--out", default="results", metavar="DIR",
+                   help="output folder (default: results); it must be empty or absent unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in --out as a whole (no file of it is kept)")
     p.add_argument("--format", action="append", choices=FORMATS, dest="formats",
                    help="output format, repeatable (default: gpkg and geojson)")
     p.add_argument("--block", type=int, default=512, help="block size in pixels (memory use)")
@@ -64,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (twice: debug)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def _text(value, spec: str = "") -> str:
+    """``format(value, spec)``, or ``-`` for a missing value (None, NaN, NA)."""
+    import pandas as pd
+
+    try:
+        missing = value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):           # an array-like: not a missing scalar
+        missing = False
+    return "-" if missing else format(value, spec)
 
 
 class _Progress:
@@ -90,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``detect-changes``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.images and not args.manifest:
+        parser.error("give the IMAGE files, or a --manifest CSV that lists them")
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from .errors import ChangeDetectError, ChangeDetectWarning, InputError
@@ -105,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         min_area_m2=args.min_area, max_elongation=args.max_elongation,
                         block=args.block, save_registered=args.save_registered,
                         buildings=args.buildings, building_id_column=args.building_id_column,
+                        overwrite=args.overwrite,
+                        bands=tuple(b.strip() for b in args.bands.split(",")) if args.bands else None,
                         formats=tuple(args.formats or ("gpkg", "geojson")))
         result = detect_changes(args.images, args.out, config=config, manifest=args.manifest,
                                 progress=_Progress(not args.quiet))
@@ -118,8 +144,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if not args.quiet:
         ch = result.changes
-        print(f"{len(ch)} changes over {len(result.run['inputs'])} acquisitions "
-              f"({result.run['inputs'][0]['date']} .. {result.run['inputs'][-1]['date']})")
+        inputs = result.run["inputs"]
+        print(f"{len(inputs)} acquisitions (date, where it came from):")
+        for s in inputs:
+            day = s["date"][:7] + " (year and month only)" if s.get("date_precision") == "month" else s["date"]
+            print(f"  {day:<32} {s['date_source']:<28} {s['name']}")
+        ref = next((s for s in inputs if s["name"] == result.run["reference"]), inputs[0])
+        alpha = f"; band {ref['alpha_band']} is alpha (validity)" if ref.get("alpha_band") else ""
+        print(f"bands: {', '.join(ref['band_roles'])} ({ref['band_roles_source']}){alpha}")
+        print(f"{len(ch)} changes over {len(inputs)} acquisitions "
+              f"({inputs[0]['date']} .. {inputs[-1]['date']})")
         for _, row in ch.iterrows():
             print(f"  {row.change_id}  {row.kind:<10} {row.last_absent} .. {row.first_present}  "
                   f"{row.area_m2:8.1f} m2  confidence {row.confidence:.2f}")
@@ -129,8 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + ", ".join(f"{int(counts.get(k, 0))} {k.replace('_', ' ')}"
                               for k in ("changed", "demolished", "unchanged", "not_observable")))
             for _, row in result.buildings[result.buildings["status"].isin(("changed", "demolished"))].iterrows():
-                print(f"  {row.building_id}  {row.kind:<10} {row.last_absent} .. {row.first_present}  "
-                      f"{100 * row.changed_fraction:5.1f}% changed  confidence {row.confidence:.2f}")
+                # a footprint too small for an interior has no kind (and may lack other fields)
+                print(f"  {row.building_id}  {_text(row.kind):<10} {_text(row.last_absent)} .. "
+                      f"{_text(row.first_present)}  {_text(row.changed_fraction, '5.1%')} changed  "
+                      f"confidence {_text(row.confidence, '.2f')}")
         regs = [r for r in result.registrations if r.model not in ("identity",)]
         if regs:
             worst = max((r.rmse_px for r in regs if r.rmse_px == r.rmse_px), default=float("nan"))

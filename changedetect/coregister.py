@@ -416,19 +416,23 @@ def _grid_starts(shape: tuple[int, int], size: int, max_points: int) -> list[tup
     return [(int(r), int(c)) for r in r0 for c in c0]
 
 
-def _read_box(src, box, nodata) -> tuple[np.ndarray, np.ndarray]:
-    """Band mean and validity of a box (c0, r0, c1, r1) of an open raster; outside = invalid."""
+def _read_box(src, box, scene) -> tuple[np.ndarray, np.ndarray]:
+    """Band mean and validity of a box (c0, r0, c1, r1) of an open raster; outside = invalid.
+
+    The spectral bands only, valid where no band is nodata and alpha/mask allow
+    (:func:`changedetect.io.read_pixels`).
+    """
     from rasterio.windows import Window
+
+    from .io import read_pixels
 
     c0, r0, c1, r1 = box
     img = np.zeros((r1 - r0, c1 - c0), np.float32)
     valid = np.zeros((r1 - r0, c1 - c0), bool)
     cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, src.width), min(r1, src.height)
     if cc1 > cc0 and rr1 > rr0:
-        arr = src.read(window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0), out_dtype="float32")
-        ok = np.all(np.isfinite(arr), axis=0)
-        if nodata is not None:
-            ok &= np.all(arr != nodata, axis=0)
+        arr, ok = read_pixels(src, scene, Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+        ok &= np.all(np.isfinite(arr), axis=0)
         img[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = np.where(ok, _band_mean(arr), 0)
         valid[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = ok
     return img, valid
@@ -447,7 +451,7 @@ def _reference_windows(stack: Stack, starts, shape) -> _Windows:
             ks = [k for k, (rr, _) in enumerate(starts) if rr == r]
             c0 = min(starts[k][1] for k in ks) - _MARGIN
             c1 = max(starts[k][1] for k in ks) + w + _MARGIN
-            img, ok = _read_box(src, (c0, r - _MARGIN, c1, r + h + _MARGIN), src.nodata)
+            img, ok = _read_box(src, (c0, r - _MARGIN, c1, r + h + _MARGIN), scene)
             rr, vv = _bandpass(img, ok)
             for k in ks:
                 j = starts[k][1] - c0
@@ -500,8 +504,9 @@ def _make_patch(rep: np.ndarray, valid: np.ndarray, c0: int, r0: int) -> _Patch:
 class _Scene:
     """The scene pixels under each window, band-passed and ready to be warped."""
 
-    def __init__(self, path, nominal: np.ndarray, windows: _Windows):
-        self.path = path
+    def __init__(self, info, nominal: np.ndarray, windows: _Windows):
+        self.info = info                  # the SceneInfo: bands, nodata, alpha
+        self.path = None if info is None else info.path
         self.nominal = nominal
         self.win = windows
         self.scale = float(math.sqrt(abs(portable.det(nominal[:, :2]))))
@@ -542,7 +547,7 @@ class _Scene:
                 boxes = self._boxes(mapping, ks, _MARGIN + _SLACK)
                 box = (int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()),
                        int(boxes[:, 3].max()))
-                img, ok = _read_box(src, box, src.nodata)
+                img, ok = _read_box(src, box, self.info)
                 rep, ok = _bandpass(img, ok, self.scale)
                 patch = _make_patch(rep, ok, box[0], box[1])
                 for k, b in zip(ks, boxes):
@@ -909,7 +914,7 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     # 2. tie points: phase correlation per window
     win = ref.windows
     n = len(win.starts)
-    moving = _Scene(scene.path, nominal, win)
+    moving = _Scene(scene, nominal, win)
     mapping = compose_mapping(nominal, _theta_to_matrix(theta, frame))
     moving.load(mapping)
     W, WV = moving.warp(mapping, range(n), order=1)

@@ -23,6 +23,7 @@ __all__ = [
     "EmptyDataError",
     "RegistrationError",
     "OutputError",
+    "OutputExistsError",
     "ChangeDetectWarning",
 ]
 
@@ -61,6 +62,10 @@ class RegistrationError(ChangeDetectError, RuntimeError):
 
 class OutputError(ChangeDetectError, OSError):
     """An output cannot be written where it was asked for."""
+
+
+class OutputExistsError(OutputError, InputError):
+    """The output folder already holds files (an earlier run?) and overwriting was not asked for."""
 
 
 class ChangeDetectWarning(UserWarning):

@@ -163,6 +163,18 @@ class Config:
     memory_mb : int
         Budget for one block of the per-pixel stage: with many dates the block
         shrinks below ``block`` so that all dates of a block fit in it.
+    bands : tuple of str, optional
+        The role of every band of the inputs (``("red", "green", "blue", "nir")``;
+        ``alpha`` for a validity band, ``-`` to ignore one), for files whose
+        band descriptions and colour interpretation say nothing. Without it the
+        roles come from the files, and four undeclared bands are taken as blue,
+        green, red, NIR (a warning says so).
+    overwrite : bool
+        An ``out_dir`` that already holds files is refused unless this is
+        True; then the earlier run there is replaced as a whole (the new set is
+        written beside it and swapped in, so no file of the earlier run
+        survives). Even with it, a folder that holds files but no
+        ``run.json`` of changedetect is never emptied.
     """
 
     reference: str | int = "first"
@@ -196,6 +208,8 @@ class Config:
     building_id_column: str | None = None
     pixel_products: bool = True
     memory_mb: int = 256
+    bands: tuple[str, ...] | None = None
+    overwrite: bool = False
 
     def __post_init__(self):
         choices = {"coregister": ("local", "global", "none"),
@@ -1097,7 +1111,9 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         timings[stage] = round(now - since, 3)
         return now
 
-    stack = open_stack(images, manifest=manifest, reference=config.reference)
+    if out_dir is not None:
+        _check_out_dir(Path(out_dir), config.overwrite)
+    stack = open_stack(images, manifest=manifest, reference=config.reference, bands=config.bands)
     for i in range(len(stack)):
         check_not_empty(stack, i)
     footprints = None
@@ -1105,6 +1121,13 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         footprints = _open_footprints(stack, config)
     t = mark("open", t0)
     warnings: list[str] = []
+    guessed = [s.name for s in stack.scenes if s.band_source.startswith("guess")]
+    if guessed:
+        msg = (f"{len(guessed)} of {len(stack)} images declare no band roles (no band descriptions, "
+               f"no colour interpretation), e.g. {guessed[0]}: their 4 bands are read as blue, "
+               "green, red, NIR. If that is wrong, give --bands (e.g. --bands red,green,blue,nir).")
+        log.warning(msg)
+        warnings.append(msg)
     requested = config
     if len(stack) <= config.persistence:
         # a change after the last-but-`persistence` date could never be reported: with a
@@ -1113,6 +1136,21 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         msg = (f"Only {len(stack)} acquisitions: persistence lowered from {requested.persistence} "
                f"to {config.persistence}, so a change seen in the last image alone is reported; "
                "add later acquisitions to confirm such changes.")
+        log.warning(msg)
+        warnings.append(msg)
+    # a change first seen on date k needs `persistence` acquisitions from k on: the last
+    # persistence - 1 intervals can never hold a reported change; say which
+    dates = [s.date.isoformat() for s in stack.scenes]
+    n_dates, p = len(dates), config.persistence
+    unexamined = [{"last_absent": dates[k - 1], "first_present": dates[k],
+                   "reason": f"persistence {p}: a change must be seen in {p} acquisitions, "
+                             f"{n_dates - k} follow"} for k in range(max(1, n_dates - p + 1), n_dates)]
+    if unexamined:
+        spans = ", ".join(f"{u['last_absent']} .. {u['first_present']}" for u in unexamined)
+        msg = (f"{len(unexamined)} interval{'s' if len(unexamined) > 1 else ''} at the end of the "
+               f"series cannot hold a reported change ({spans}): persistence {p} needs a change "
+               f"to be seen in {p} acquisitions. Add later acquisitions, or lower --persistence "
+               "to report changes seen in fewer.")
         log.warning(msg)
         warnings.append(msg)
 
@@ -1180,9 +1218,13 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "inputs": [{"name": s.name, "path": str(Path(s.path).resolve()), "sha256": s.sha256,
                         "date": s.date.isoformat(), "date_source": s.date_source,
+                        "date_precision": s.date_precision,
                         "crs": s.crs.to_string(), "transform": list(s.transform)[:6],
                         "width": s.width, "height": s.height, "bands": s.count, "dtype": s.dtype,
-                        "nodata": s.nodata} for s in stack.scenes],
+                        "nodata": s.nodata, "bands_read": list(s.bands),
+                        "band_roles": list(s.band_roles), "alpha_band": s.alpha,
+                        "mask_band": s.has_mask, "band_roles_source": s.band_source}
+                       for s in stack.scenes],
             "manifest": None if manifest is None else {"path": str(Path(manifest).resolve()),
                                                        "sha256": sha256_file(manifest)},
             "reference": stack.scenes[stack.reference].name,
@@ -1192,6 +1234,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             "parameters": dataclasses.asdict(requested),
             "effective_parameters": dataclasses.asdict(config),
             "warnings": warnings,
+            "unexamined_intervals": unexamined,
             "versions": versions(),
             "cpu": cpu_dispatch(),
             "registration": {r.scene: r.to_dict() for r in regs},
@@ -1237,15 +1280,52 @@ def _open_footprints(stack: Stack, config: Config):
     return fps
 
 
+_STAGING = ".changedetect-staging-"
+
+
+def _is_earlier_run(folder: Path) -> bool:
+    try:
+        return "changedetect" in json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output folder that holds an earlier run (unless ``overwrite``)."""
+    from .errors import OutputError, OutputExistsError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file, not a folder. Choose a folder.")
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if not entries:
+        return
+    shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+    if not overwrite:
+        raise OutputExistsError(
+            f"The output folder {out_dir} is not empty ({len(entries)} entries: {shown}). Choose "
+            "another --out, or add --overwrite to replace the earlier run there as a whole.")
+    if not _is_earlier_run(out_dir):
+        raise OutputExistsError(
+            f"The output folder {out_dir} holds files ({shown}) but no run.json of changedetect: "
+            "--overwrite only replaces an earlier run, it does not empty other folders. Choose "
+            "another --out.")
+
+
 def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, regs, progress, *,
                    buildings=(None, None, None), rasters: dict | None = None) -> dict:
-    """Write everything to a staging folder, then move it into ``out_dir``."""
+    """Write the whole set into a staging folder beside ``out_dir``, then swap it in.
+
+    ``out_dir`` is either absent, empty, or (with ``overwrite``) an earlier run,
+    which is moved aside and deleted only once the new set is in place: no
+    file of it survives, and a failure leaves it as it was.
+    """
     from .coregister import save_registered
     from .errors import OutputError
 
+    _check_out_dir(out_dir, config.overwrite)        # again: the folder may have changed meanwhile
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}{_STAGING}", dir=out_dir.parent))
     except OSError as exc:
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc.strerror}. "
                           "Choose another --out.") from None
@@ -1274,11 +1354,25 @@ def _write_outputs(out_dir: Path, changes, run: dict, config: Config, stack, reg
             for name, p in registered.items():
                 os.replace(p, target / name)
                 final[name] = target / name
-        for p in sorted(staging.iterdir()):
-            if p.name == ".registered":
-                continue
-            os.replace(p, out_dir / p.name)
-            final[p.name] = out_dir / p.name
+        shutil.rmtree(staging / ".registered", ignore_errors=True)
+        names = sorted(p.name for p in staging.iterdir())
+        old = None
+        try:
+            if out_dir.is_dir() and any(out_dir.iterdir()):
+                old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(out_dir, old)
+            elif out_dir.is_dir():
+                out_dir.rmdir()
+            os.replace(staging, out_dir)
+        except OSError as exc:
+            if old is not None and not out_dir.exists():
+                os.replace(old, out_dir)             # put the earlier run back
+            raise OutputError(f"Cannot move the results into {out_dir}: {exc.strerror}. "
+                              "Choose another --out.") from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        final.update({name: out_dir / name for name in names})
         return final
     finally:
         shutil.rmtree(staging, ignore_errors=True)

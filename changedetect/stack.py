@@ -23,7 +23,7 @@ import numpy as np
 
 from . import portable
 from .errors import DateError, EmptyDataError, InputError, NoOverlapError
-from .io import SceneInfo, read_manifest, read_scene
+from .io import SceneInfo, read_manifest, read_pixels, read_scene
 
 __all__ = ["Stack", "open_stack", "affine_to_matrix", "matrix_to_affine", "compose", "invert",
            "apply_mapping", "compose_mapping"]
@@ -146,17 +146,15 @@ class Stack:
     def band_index(self, name: str) -> int | None:
         """Index of the band called ``name`` (``red``, ``nir``, ...), or None.
 
-        Band descriptions in the reference file are used; a 4-band image without
-        descriptions is taken as blue, green, red, near-infrared (the usual order
-        of commercial 4-band products).
+        The roles come from the reference file (see
+        :func:`changedetect.io.band_roles`: ``--bands``, band descriptions, colour
+        interpretation, or the documented guess for four undeclared bands).
         """
-        names = [n.lower() for n in self.band_names]
-        aliases = {"nir": ("nir", "near-infrared", "near infrared", "nir1", "b8", "b08"),
-                   "red": ("red", "r", "b4", "b04")}
-        for alias in aliases.get(name, (name,)):
-            if alias in names:
-                return names.index(alias)
-        return None
+        from .io import _role
+
+        role = _role(name)
+        names = [_role(n) for n in self.band_names]
+        return names.index(role) if role in names else None
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -228,7 +226,7 @@ class Stack:
         with rasterio.open(scene.path) as src:
 
             def read(window=None, out_shape=None):
-                return _warp_window(self, src, m, window, out_shape, rs)
+                return _warp_window(self, src, m, window, out_shape, rs, scene)
 
             yield read
 
@@ -261,7 +259,8 @@ class Stack:
             return read(window, out_shape)
 
 
-def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampling: str):
+def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampling: str,
+                 scene: SceneInfo):
     """Warp the part of an open scene that covers a window of the reference grid.
 
     Only the scene pixels under the window (plus a margin for the resampling
@@ -281,7 +280,7 @@ def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampli
     # destination pixel -> reference pixel
     d = np.array([[w / ow, 0.0, float(window.col_off)], [0.0, h / oh, float(window.row_off)]])
     if not _is_affine(m):
-        return _warp_window_poly(stack, src, m, d, (oh, ow), resampling)
+        return _warp_window_poly(stack, src, m, d, (oh, ow), resampling, scene)
     m = m[:, :3]
     md = compose(m, d)                                   # destination pixel -> scene pixel
     data = np.zeros((bands, oh, ow), dtype=np.float32)
@@ -292,14 +291,13 @@ def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampli
         # integer offset, same pixel size: a plain read
         c0, r0 = int(round(md[0, 2])), int(round(md[1, 2]))
         win = Window(c0, r0, ow, oh)
-        arr = src.read(window=win, boundless=True, fill_value=nodata if nodata is not None else 0,
-                       out_dtype="float32")
+        arr, ok = read_pixels(src, scene, win, boundless=True)
         inside = np.zeros((oh, ow), bool)
         rr0, cc0 = max(0, -r0), max(0, -c0)
         rr1, cc1 = min(oh, src.height - r0), min(ow, src.width - c0)
         if rr1 > rr0 and cc1 > cc0:
             inside[rr0:rr1, cc0:cc1] = True
-        valid = inside if nodata is None else inside & np.all(arr != nodata, axis=0)
+        valid = inside & ok
         data = arr
         data[:, ~valid] = 0
         return data, valid
@@ -315,9 +313,9 @@ def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampli
         return data, valid
     sw, sh = c1 - c0, r1 - r0
     sow, soh = max(1, -(-sw // f)), max(1, -(-sh // f))
-    arr = src.read(window=Window(c0, r0, sw, sh), out_shape=(bands, soh, sow), out_dtype="float32",
-                   resampling=Resampling.average if f > 1 else Resampling.nearest)
-    src_valid = np.ones((soh, sow), np.uint8) if nodata is None else np.all(arr != nodata, axis=0).astype(np.uint8)
+    arr, ok = read_pixels(src, scene, Window(c0, r0, sw, sh), out_shape=(soh, sow),
+                          resampling=Resampling.average if f > 1 else Resampling.nearest)
+    src_valid = ok.astype(np.uint8)
     s = np.array([[sw / sow, 0.0, c0], [0.0, sh / soh, r0]])   # subset pixel -> scene pixel
     t_ref = affine_to_matrix(stack.transform)
     src_t = matrix_to_affine(compose(t_ref, compose(invert(m), s)))
@@ -341,7 +339,8 @@ def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampli
     return data, valid
 
 
-def _warp_window_poly(stack: "Stack", src, m: np.ndarray, d: np.ndarray, out_shape, resampling: str):
+def _warp_window_poly(stack: "Stack", src, m: np.ndarray, d: np.ndarray, out_shape, resampling: str,
+                      scene: SceneInfo):
     """Warp through a second-order polynomial with GDAL's GCP transformer.
 
     Ground control points are sampled exactly from the polynomial on a 7x7
@@ -365,10 +364,9 @@ def _warp_window_poly(stack: "Stack", src, m: np.ndarray, d: np.ndarray, out_sha
     r1 = int(min(src.height, math.ceil(sy.max()) + pad))
     if c1 <= c0 or r1 <= r0:
         return data, np.zeros((oh, ow), bool)
-    arr = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype="float32")
+    arr, ok = read_pixels(src, scene, Window(c0, r0, c1 - c0, r1 - r0))
     nodata = src.nodata
-    src_valid = (np.ones(arr.shape[1:], np.uint8) if nodata is None
-                 else np.all(arr != nodata, axis=0).astype(np.uint8))
+    src_valid = ok.astype(np.uint8)
     t_ref = stack.transform
     mx, my = t_ref * (qx.ravel(), qy.ravel())
     gcps = [GroundControlPoint(row=float(r - r0), col=float(c - c0), x=float(x), y=float(y))
@@ -416,15 +414,17 @@ def _overlap_fraction(scene: SceneInfo, crs, transform, width, height) -> float:
 
 def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLike | None = None,
                reference: str | int | os.PathLike = "first", resampling: str = "cubic",
-               min_overlap: float = 0.2) -> Stack:
+               min_overlap: float = 0.2, bands=None) -> Stack:
     """Open dated scenes over one site as a :class:`Stack` on the reference grid.
 
     Parameters
     ----------
     paths : sequence of path-like
-        Two or more rasters of the same site with the same band count.
+        Two or more rasters of the same site with the same band count; may be
+        empty when ``manifest`` is given: then every file it lists is used.
     manifest : path-like, optional
-        CSV with ``path,date`` columns; overrides dates in names and tags.
+        CSV with ``path,date`` columns (paths relative to its folder);
+        overrides dates in names and tags.
     reference : ``"first"``, ``"last"``, int, ISO date string or path
         The scene whose grid the stack uses and against which others are
         registered and compared.
@@ -432,6 +432,9 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
         GDAL resampling for warping (``cubic`` by default).
     min_overlap : float
         Smallest fraction of the reference grid a scene must cover.
+    bands : sequence of str, optional
+        The role of every band (``("red", "green", "blue", "nir")``, ``alpha``
+        for a validity band), for files that declare none.
 
     Returns
     -------
@@ -450,17 +453,20 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
     if resampling not in _RESAMPLING:
         raise InputError(f"Unknown resampling '{resampling}'; choose one of {', '.join(_RESAMPLING)}.")
     paths = [os.fspath(p) for p in paths]
+    dates = read_manifest(manifest) if manifest is not None else None
+    if not paths and dates:
+        paths = list(dates)                       # --manifest alone: the files it lists
     if len(paths) < 2:
         only = f" (got only {paths[0]})" if paths else ""
         raise InputError(f"Change detection needs at least two dated images of the same site{only}. "
                          "Give two or more GeoTIFFs.")
     if len({os.path.realpath(p) for p in paths}) != len(paths):
         raise InputError("The same file was given twice; give each image once.")
-    dates = read_manifest(manifest) if manifest is not None else None
-    scenes = sorted((read_scene(p, manifest=dates) for p in paths), key=lambda s: (s.date, s.name))
-    counts = {s.count for s in scenes}
+    scenes = sorted((read_scene(p, manifest=dates, bands=bands) for p in paths),
+                    key=lambda s: (s.date, s.name))
+    counts = {len(s.bands) for s in scenes}
     if len(counts) != 1:
-        detail = ", ".join(f"{s.name}: {s.count}" for s in scenes)
+        detail = ", ".join(f"{s.name}: {len(s.bands)}" for s in scenes)
         raise InputError(f"All images need the same bands; band counts differ ({detail}). "
                          "Select the same bands in every file.")
     for a, b in zip(scenes, scenes[1:]):
@@ -476,23 +482,13 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
                                  f"it must cover at least {min_overlap:.0%}. Check that it shows "
                                  "the same site and that its CRS is right.")
     stack = Stack(scenes=tuple(scenes), reference=ref, crs=r.crs, transform=r.transform,
-                  width=r.width, height=r.height, count=r.count,
+                  width=r.width, height=r.height, count=len(r.bands),
                   ref_to_scene=tuple(np.zeros((2, 3)) for _ in scenes), resampling=resampling,
-                  band_names=_band_names(r))
+                  band_names=r.band_roles)
     stack = stack.with_ref_to_scene([stack.nominal_ref_to_scene(i) for i in range(len(scenes))])
     log.info("stack: %d scenes %s .. %s, reference %s, grid %dx%d", len(scenes), scenes[0].date,
              scenes[-1].date, r.name, r.width, r.height)
     return stack
-
-
-def _band_names(scene: SceneInfo) -> tuple[str, ...]:
-    import rasterio
-
-    with rasterio.open(scene.path) as src:
-        names = tuple((d or "").strip() for d in src.descriptions)
-    if not any(names) and scene.count == 4:
-        return ("blue", "green", "red", "nir")
-    return names
 
 
 def _pick_reference(scenes: Sequence[SceneInfo], reference) -> int:

@@ -383,3 +383,34 @@ def test_no_footprint_on_the_imagery_is_a_clear_cli_error(site, tmp_path):
 
     with pytest.raises(NoOverlapError):
         _open_footprints(open_stack(site.images), Config(buildings=str(far)))
+
+
+def test_cli_lists_changed_footprints_without_a_kind(site, tmp_path):
+    """Footprints too small to have an interior get no kind; the console line must still print.
+
+    (It raised ``TypeError: unsupported format string passed to NoneType.__format__``.)
+    """
+    import geopandas as gpd
+
+    truth = gpd.read_file(site.truth_path)
+    new = truth[truth["kind"] == "new"]
+    assert len(new) >= 2
+    # 2.5 m squares (5 px at 0.5 m) at the centre of every new building: changed, no interior
+    tiny = gpd.GeoDataFrame({"building_id": [f"t{i}" for i in range(len(new))]},
+                            geometry=[g.centroid.buffer(1.25, cap_style=3) for g in new.geometry],
+                            crs=truth.crs)
+    path = tmp_path / "tiny.geojson"
+    tiny.to_file(path, driver="GeoJSON", engine="pyogrio")
+    exe = Path(sys.executable).parent / "detect-changes"
+    out = tmp_path / "out"
+    p = subprocess.run([str(exe), *map(str, site.images), "--buildings", str(path), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    listed = gpd.read_file(out / "buildings.geojson")
+    changed = listed[listed["status"].isin(("changed", "demolished"))]
+    assert len(changed) >= 1
+    assert changed["kind"].isna().any()                   # the case that crashed
+    for bid in changed["building_id"]:
+        assert any(line.strip().startswith(str(bid)) for line in p.stdout.splitlines()), p.stdout
+    assert "None" not in p.stdout

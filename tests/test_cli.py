@@ -154,3 +154,117 @@ def test_cli_saves_registered_scenes_with_their_hashes(site, tmp_path):
         m[:16], m[-16:], m[:, :16], m[:, -16:] = False, False, False, False
         assert np.corrcoef(gx[m], hx[m])[0, 1] > 0.6, name
     assert not list(out.glob(".staging-*"))
+
+
+def test_out_folder_with_an_earlier_run_is_refused_then_replaced_whole(site, tmp_path):
+    """A second run into the same --out must not mix with the first: refused, or replaced whole."""
+    out = tmp_path / "out"
+    p = run(*site.images, "--out", out, "--format", "geojson", "--format", "kml", "-q")
+    assert p.returncode == 0, p.stderr
+    (out / "notes.txt").write_text("an earlier file")
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    # refused: nothing touched, the message names the folder and the way out
+    p = run(*site.images, "--out", out, "--format", "geojson", "-q")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert str(out) in p.stderr and "--overwrite" in p.stderr and "not empty" in p.stderr
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # --overwrite: the new set only; no file of the earlier run survives (changes.kml, notes.txt)
+    p = run(*site.images, "--out", out, "--format", "geojson", "--overwrite", "-q")
+    assert p.returncode == 0, p.stderr
+    assert {f.name for f in out.iterdir()} == {"changes.geojson", "run.json", "first_change.tif",
+                                               "change_count.tif"}
+    assert (out / "changes.geojson").read_bytes() == before["changes.geojson"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging left behind
+
+
+def test_overwrite_never_empties_a_folder_that_is_not_a_run(site, tmp_path):
+    folder = tmp_path / "documents"
+    folder.mkdir()
+    (folder / "thesis.tex").write_text("precious")
+    p = run(*site.images, "--out", folder, "--overwrite", "-q")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "no run.json" in p.stderr and "documents" in p.stderr
+    assert [f.name for f in folder.iterdir()] == ["thesis.tex"]
+
+
+def test_manifest_alone_with_the_same_name_in_two_folders(tmp_path):
+    """pre/tile.tif and post/tile.tif, dates in a manifest, no IMAGE arguments: one run, two dates."""
+    write_scene(tmp_path / "pre" / "tile_0_107.tif", textured(seed=1))
+    write_scene(tmp_path / "post" / "tile_0_107.tif", textured(seed=2))
+    csv = tmp_path / "dates.csv"
+    csv.write_text("path,date\npre/tile_0_107.tif,2012-06-01\npost/tile_0_107.tif,2017-06-01\n")
+    out = tmp_path / "out"
+    p = run("--manifest", csv, "--out", out, "--coregister", "none", cwd=tmp_path / "pre")
+    assert p.returncode == 0, p.stderr
+    assert "2012-06-01" in p.stdout and "2017-06-01" in p.stdout and "manifest" in p.stdout
+    import json
+
+    inputs = json.loads((out / "run.json").read_text())["inputs"]
+    assert [(Path(s["path"]).parent.name, s["date"], s["date_source"]) for s in inputs] == [
+        ("pre", "2012-06-01", "manifest"), ("post", "2017-06-01", "manifest")]
+    p = run("--out", tmp_path / "none")
+    assert p.returncode == 2 and "--manifest" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_year_month_names_run_and_are_marked(tmp_path):
+    """SpaceNet 7 style names (year and month only) are dated, and said to be year-month dates."""
+    a = write_scene(tmp_path / "global_monthly_2018_01_mosaic_L15.tif", textured(seed=1))
+    b = write_scene(tmp_path / "global_monthly_2018_02_mosaic_L15.tif", textured(seed=2))
+    out = tmp_path / "out"
+    p = run(a, b, "--out", out, "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "2018-01 (year and month only)" in p.stdout
+    import json
+
+    inputs = json.loads((out / "run.json").read_text())["inputs"]
+    assert [(s["date"], s["date_precision"]) for s in inputs] == [("2018-01-01", "month"),
+                                                                 ("2018-02-01", "month")]
+
+
+def test_rgba_mosaics_run_with_alpha_as_validity(tmp_path):
+    """RGBA GeoTIFFs as Planet/SpaceNet 7/QGIS write them: exit 0, alpha never a band, roles printed."""
+    import json
+
+    import rasterio
+    from rasterio.enums import ColorInterp
+
+    paths = []
+    for i, name in enumerate(("m_2018-01-15.tif", "m_2018-07-15.tif")):
+        rgb = np.clip(textured(seed=i + 1)[:, :, :] / 12, 1, 250)
+        alpha = np.full(rgb.shape[1:], 255)
+        alpha[:, :6] = 0
+        arr = np.concatenate([rgb, alpha[None]]).astype("uint8")
+        p = tmp_path / name
+        with rasterio.open(p, "w", driver="GTiff", width=64, height=64, count=4, dtype="uint8",
+                           crs="EPSG:32637", transform=T0, photometric="RGB", alpha="YES") as dst:
+            dst.write(arr)
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        paths.append(p)
+    out = tmp_path / "out"
+    p = run(*paths, "--out", out, "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "Only 0 pseudo-invariant" not in p.stderr and "overflow" not in p.stderr
+    assert "bands: red, green, blue (colour interpretation); band 4 is alpha (validity)" in p.stdout
+    s = json.loads((out / "run.json").read_text())["inputs"][0]
+    assert (s["bands_read"], s["band_roles"], s["alpha_band"]) == ([1, 2, 3], ["red", "green", "blue"], 4)
+
+
+def test_undeclared_bands_are_guessed_and_said(tmp_path, good):
+    p = run(*good, "--out", tmp_path / "out", "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "bands: undefined, undefined, undefined (undeclared)" in p.stdout
+    q = run(*good, "--out", tmp_path / "o2", "--coregister", "none", "--bands", "red,green,blue")
+    assert q.returncode == 0, q.stderr
+    assert "bands: red, green, blue (--bands)" in q.stdout
+    r = run(*good, "--out", tmp_path / "o3", "--bands", "red,green")
+    assert r.returncode == 2 and "--bands gives 2 roles" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_four_undeclared_bands_warn_of_the_guess(tmp_path):
+    rng = np.random.default_rng(3)
+    a = write_scene(tmp_path / "a_2015-01-01.tif", rng.uniform(500, 3000, (4, 64, 64)))
+    b = write_scene(tmp_path / "b_2016-01-01.tif", rng.uniform(500, 3000, (4, 64, 64)))
+    p = run(a, b, "--out", tmp_path / "out", "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "read as blue, green, red, NIR" in p.stderr and "--bands" in p.stderr
+    assert "bands: blue, green, red, nir (guess" in p.stdout

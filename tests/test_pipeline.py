@@ -146,6 +146,26 @@ def test_a_pair_lowers_persistence_and_says_so(tmp_path, site):
     assert len(result.changes) >= 1
     report = evaluate_run(tmp_path / "out", site.out_dir)
     assert report.scores.tp >= 1, report.format()
+    assert run["unexamined_intervals"] == []          # persistence 1: every interval is examined
+
+
+def test_intervals_that_cannot_hold_a_change_are_named(tmp_path, site, site_result):
+    """Three dates, persistence 2: the last interval can never hold a reported change; say so."""
+    images = site.images[:3]
+    dates = [p.stem.split("_")[-1] for p in images]
+    result = detect_changes(images, tmp_path / "out")
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["effective_parameters"]["persistence"] == 2
+    assert [(u["last_absent"], u["first_present"]) for u in run["unexamined_intervals"]] == [
+        (dates[1], dates[2])]
+    assert any(f"{dates[1]} .. {dates[2]}" in w and "--persistence" in w for w in run["warnings"])
+    assert not (result.changes["first_present"].astype(str) == dates[2]).any()
+    # the full 8-date run names its last interval too; persistence 3 names the last two
+    full = site_result[0].run
+    assert [u["first_present"] for u in full["unexamined_intervals"]] == [full["inputs"][-1]["date"]]
+    deeper = detect_changes(site.images, None, config=Config(persistence=3))
+    assert [u["first_present"] for u in deeper.run["unexamined_intervals"]] == [
+        s["date"] for s in deeper.run["inputs"][-2:]]
 
 
 def test_demolition_is_found_with_the_known_building(site, site_result):
