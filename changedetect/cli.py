@@ -152,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref = next((s for s in inputs if s["name"] == result.run["reference"]), inputs[0])
         alpha = f"; band {ref['alpha_band']} is alpha (validity)" if ref.get("alpha_band") else ""
         print(f"bands: {', '.join(ref['band_roles'])} ({ref['band_roles_source']}){alpha}")
+        if result.run["grid"].get("note"):
+            print(f"grid: {result.run['grid']['note']}")
         print(f"{len(ch)} changes over {len(inputs)} acquisitions "
               f"({inputs[0]['date']} .. {inputs[-1]['date']})")
         for _, row in ch.iterrows():

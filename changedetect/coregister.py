@@ -438,6 +438,21 @@ def _read_box(src, box, scene) -> tuple[np.ndarray, np.ndarray]:
     return img, valid
 
 
+def _read_grid_box(stack: Stack, box) -> tuple[np.ndarray, np.ndarray]:
+    """Band mean and validity of a box of the stack's grid, from the reference warped onto it."""
+    from rasterio.windows import Window
+
+    c0, r0, c1, r1 = box
+    img = np.zeros((r1 - r0, c1 - c0), np.float32)
+    valid = np.zeros((r1 - r0, c1 - c0), bool)
+    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, stack.width), min(r1, stack.height)
+    if cc1 > cc0 and rr1 > rr0:
+        arr, ok = stack.read(stack.reference, Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+        img[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = np.where(ok, _band_mean(arr), 0)
+        valid[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = ok
+    return img, valid
+
+
 def _reference_windows(stack: Stack, starts, shape) -> _Windows:
     import rasterio
 
@@ -446,12 +461,19 @@ def _reference_windows(stack: Stack, starts, shape) -> _Windows:
     n = len(starts)
     rep = np.zeros((n, h, w), np.float32)
     valid = np.zeros((n, h, w), bool)
+    m = np.asarray(stack.ref_to_scene[stack.reference])
+    own_grid = m.shape == (2, 3) and np.allclose(m, [[1, 0, 0], [0, 1, 0]], atol=1e-9)
     with rasterio.open(scene.path) as src:
         for r in sorted({r for r, _ in starts}):        # one read and one filter per row of windows
             ks = [k for k, (rr, _) in enumerate(starts) if rr == r]
             c0 = min(starts[k][1] for k in ks) - _MARGIN
             c1 = max(starts[k][1] for k in ks) + w + _MARGIN
-            img, ok = _read_box(src, (c0, r - _MARGIN, c1, r + h + _MARGIN), scene)
+            if own_grid:
+                img, ok = _read_box(src, (c0, r - _MARGIN, c1, r + h + _MARGIN), scene)
+            else:
+                # the stack works on another grid than the reference file's (a geographic or
+                # Web Mercator reference is worked on in UTM): read the reference warped onto it
+                img, ok = _read_grid_box(stack, (c0, r - _MARGIN, c1, r + h + _MARGIN))
             rr, vv = _bandpass(img, ok)
             for k in ks:
                 j = starts[k][1] - c0

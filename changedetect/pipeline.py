@@ -1230,6 +1230,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             "reference": stack.scenes[stack.reference].name,
             "baseline": stack.scenes[0].name,
             "grid": {"crs": stack.crs.to_string(), "transform": list(stack.transform)[:6],
+                     "note": stack.grid_note or None,
                      "width": stack.width, "height": stack.height},
             "parameters": dataclasses.asdict(requested),
             "effective_parameters": dataclasses.asdict(config),

@@ -142,6 +142,7 @@ class Stack:
     ref_to_scene: tuple[np.ndarray, ...] = field(repr=False)
     resampling: str = "cubic"
     band_names: tuple[str, ...] = ()
+    grid_note: str = ""
 
     def band_index(self, name: str) -> int | None:
         """Index of the band called ``name`` (``red``, ``nir``, ...), or None.
@@ -481,14 +482,88 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
             raise NoOverlapError(f"{s.path} covers {frac:.0%} of the reference image {r.name}; "
                                  f"it must cover at least {min_overlap:.0%}. Check that it shows "
                                  "the same site and that its CRS is right.")
-    stack = Stack(scenes=tuple(scenes), reference=ref, crs=r.crs, transform=r.transform,
-                  width=r.width, height=r.height, count=len(r.bands),
+    crs, transform, width, height, note = working_grid(r)
+    if note:
+        log.info("working grid: %s", note)
+    stack = Stack(scenes=tuple(scenes), reference=ref, crs=crs, transform=transform,
+                  width=width, height=height, count=len(r.bands),
                   ref_to_scene=tuple(np.zeros((2, 3)) for _ in scenes), resampling=resampling,
-                  band_names=r.band_roles)
+                  band_names=r.band_roles, grid_note=note)
     stack = stack.with_ref_to_scene([stack.nominal_ref_to_scene(i) for i in range(len(scenes))])
     log.info("stack: %d scenes %s .. %s, reference %s, grid %dx%d", len(scenes), scenes[0].date,
              scenes[-1].date, r.name, r.width, r.height)
     return stack
+
+
+#: A projected CRS whose scale on the ground differs from 1 by more than this is not worked in.
+MAX_SCALE_ERROR = 0.005
+
+
+def ground_scale(crs, transform, width: int, height: int) -> tuple[float, float]:
+    """Metres on the ground (WGS84 geodesic) of one pixel step in x and in y at the grid's centre."""
+    from pyproj import Geod, Transformer
+
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    c, r = width / 2.0, height / 2.0
+    pts = [transform * (c, r), transform * (c + 1, r), transform * (c, r + 1)]
+    lon, lat = tr.transform([p[0] for p in pts], [p[1] for p in pts])
+    geod = Geod(ellps="WGS84")
+    gx = geod.inv(lon[0], lat[0], lon[1], lat[1])[2]
+    gy = geod.inv(lon[0], lat[0], lon[2], lat[2])[2]
+    return float(gx), float(gy)
+
+
+def working_grid(scene: SceneInfo):
+    """The grid a stack works on: the reference scene's own, unless its CRS is not true to scale.
+
+    Every length and area in metres (opening widths, minimum areas, the
+    ``area_m2`` of a change) needs a grid whose pixels have a known size on
+    the ground. A projected CRS whose scale at the site is within
+    :data:`MAX_SCALE_ERROR` of 1 (UTM, national grids) is used as it is. A
+    geographic CRS (degrees) or one that is not (Web Mercator: 1/cos(latitude)
+    in length, 1.43x in area at 45°) is replaced by the local UTM zone: the
+    reference footprint's bounding box, with square pixels of the reference's
+    geodesic pixel size (the finer of x and y). Scenes are warped onto it
+    like onto any reference grid.
+
+    Returns
+    -------
+    crs, transform, width, height, note
+        ``note`` says why the grid was changed ("" when it was not).
+    """
+    from affine import Affine
+    from pyproj import CRS, Transformer
+
+    crs, t, w, h = scene.crs, scene.transform, scene.width, scene.height
+    gx, gy = ground_scale(crs, t, w, h)
+    pcrs = CRS.from_wkt(crs.to_wkt())
+    if pcrs.is_projected:
+        unit = pcrs.axis_info[0].unit_conversion_factor if pcrs.axis_info else 1.0
+        nominal = math.sqrt(abs(t.a * t.e - t.b * t.d)) * unit
+        k = math.sqrt(gx * gy) / nominal
+        if abs(k - 1.0) <= MAX_SCALE_ERROR:
+            return crs, t, w, h, ""
+        why = f"{crs.to_string()} is not true to scale here (a pixel is {k:.3f} times its nominal size on the ground)"
+    else:
+        why = f"{crs.to_string()} is in degrees"
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    cx, cy = t * (w / 2.0, h / 2.0)
+    lon, lat = tr.transform(cx, cy)
+    zone = min(60, max(1, int((lon + 180.0) // 6.0) + 1))
+    utm = CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    to_utm = Transformer.from_crs(crs, utm, always_xy=True)
+    s = np.linspace(0.0, 1.0, 33)
+    edge = np.concatenate([np.stack([s * w, np.zeros_like(s)]), np.stack([s * w, np.full_like(s, h)]),
+                           np.stack([np.zeros_like(s), s * h]), np.stack([np.full_like(s, w), s * h])], axis=1)
+    mx, my = t * (edge[0], edge[1])
+    ux, uy = to_utm.transform(mx, my)
+    gsd = min(gx, gy)               # the finer of the two: resampling loses no detail
+    x0, y1 = float(np.min(ux)), float(np.max(uy))
+    width = int(math.ceil((float(np.max(ux)) - x0) / gsd))
+    height = int(math.ceil((y1 - float(np.min(uy))) / gsd))
+    note = (f"{why}: working on {utm.to_string()} (UTM zone {zone}{'N' if lat >= 0 else 'S'}) at "
+            f"{gsd:.3f} m, {width} x {height} px; lengths and areas are on the ground")
+    return utm, Affine(gsd, 0.0, x0, 0.0, -gsd, y1), width, height, note
 
 
 def _pick_reference(scenes: Sequence[SceneInfo], reference) -> int:
