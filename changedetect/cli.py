@@ -114,12 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.images and not args.manifest:
         parser.error("give the IMAGE files, or a --manifest CSV that lists them")
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    level = (logging.ERROR if args.quiet else logging.WARNING if args.verbose == 0
+             else logging.INFO if args.verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from .errors import ChangeDetectError, ChangeDetectWarning, InputError
     from .pipeline import Config, detect_changes
 
-    warnings.simplefilter("default", ChangeDetectWarning)
+    warnings.simplefilter("ignore" if args.quiet else "default", ChangeDetectWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         reference = int(args.reference) if args.reference.lstrip("-").isdigit() else args.reference
