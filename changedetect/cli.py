@@ -40,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "polynomial (local, default), one subpixel shift (global), none")
     p.add_argument("--save-registered", metavar="DIR",
                    help="also write every scene co-registered onto the reference grid to DIR")
-    p.add_argument("--on-registration-failure", choices=("raise", "keep"), default="raise",
-                   help="stop on a scene that cannot be registered (default) or keep it flagged")
+    p.add_argument("--on-registration-failure", choices=("keep", "raise", "skip"), default="keep",
+                   help="a scene that cannot be co-registered: keep it on its georeferencing, flagged, "
+                        "with a lower confidence for its changes (default); raise (stop); skip (leave "
+                        "it out)")
     p.add_argument("--min-magnitude", type=float, default=14.0, metavar="SIGMA",
                    help="smallest change of a pixel, in noise standard deviations (default: 14)")
     p.add_argument("--alpha", type=float, default=0.01,
@@ -173,7 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         regs = [r for r in result.registrations if r.model not in ("identity",)]
         if regs:
             worst = max((r.rmse_px for r in regs if r.rmse_px == r.rmse_px), default=float("nan"))
-            print(f"co-registration: {len(regs)} scenes, worst tie-point residual {worst:.3f} px")
+            kept = sum(r.flagged for r in regs)
+            note = (f" ({kept} kept on its georeferencing alone: see the warnings)" if kept == 1 else
+                    f" ({kept} kept on their georeferencing alone: see the warnings)" if kept else "")
+            print(f"co-registration: {len(regs)} scenes{note}, worst tie-point residual {worst:.3f} px")
         for name, path in result.outputs.items():
             print(f"wrote {Path(path)}")
     return 0

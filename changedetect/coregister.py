@@ -41,6 +41,7 @@ multi-sensor satellite data. Remote Sensing, 9(7), 676.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -805,6 +806,11 @@ class Registration:
     flagged : bool
         True when the scene could not be registered and was kept on its
         georeferencing alone.
+    uncertainty_px, uncertainty_m : float
+        For a flagged scene, the estimated error of its georeferencing: the
+        size of the coarse shift that phase correlation of the whole scene
+        found (plus one pixel), in reference pixels and metres; NaN when not
+        even that was measurable.
     tiepoints : ndarray
         (n, 6): reference col, row of the window centre; residual shift dx, dy
         about the model (px, NaN if not measured); the tie point's reliability
@@ -827,6 +833,8 @@ class Registration:
     reliability: float
     flagged: bool = False
     tiepoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)), repr=False)
+    uncertainty_px: float = float("nan")
+    uncertainty_m: float = float("nan")
 
     @property
     def n_rejected(self) -> int:
@@ -851,9 +859,16 @@ class Registration:
             "n_rejected": self.n_rejected,
             "reliability": r(self.reliability, 3),
             "flagged": self.flagged,
+            "uncertainty_px": r(self.uncertainty_px, 2),
+            "uncertainty_m": r(self.uncertainty_m, 2),
             "tiepoints": {"columns": ["col", "row", "dx", "dy", "z", "inlier"],
                           "rows": [[r(v, 4) for v in row[:5]] + [bool(row[5])] for row in self.tiepoints]},
         }
+
+
+#: What to do with a scene that cannot be co-registered: stop; keep it on its georeferencing
+#: (used, its changes' confidence lowered by the estimated error); or leave it out.
+FAILURE_MODES = ("raise", "keep", "skip")
 
 
 def register_scene(stack: Stack, i: int, *, method: str = "local", window: int = 64,
@@ -879,9 +894,10 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
         Each phase correlation locates its peak on a ``1 / upsample`` px grid
         (upsampled DFT) before interpolating; the iteration to a zero residual
         removes what bias is left.
-    on_failure : {"raise", "keep"}
-        When a scene cannot be registered: raise :class:`RegistrationError`, or
-        keep its georeferencing and flag it.
+    on_failure : {"raise", "keep", "skip"}
+        When a scene cannot be registered: raise :class:`RegistrationError`,
+        or flag it and keep its georeferencing (with its estimated error,
+        ``keep``) or leave it out (``skip``; the pipeline does not use it).
     seed : int
         Seed of the RANSAC sampler (results are deterministic).
 
@@ -897,8 +913,8 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     """
     if method not in _METHODS:
         raise InputError(f"Unknown co-registration method '{method}'; choose one of {', '.join(_METHODS)}.")
-    if on_failure not in ("raise", "keep"):
-        raise InputError("on_failure must be 'raise' or 'keep'.")
+    if on_failure not in FAILURE_MODES:
+        raise InputError(f"on_failure must be one of {', '.join(FAILURE_MODES)}.")
     scene = stack.scenes[i]
     nominal = stack.nominal_ref_to_scene(i)
     ident = np.array([[1.0, 0, 0], [0, 1.0, 0]])
@@ -908,15 +924,24 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     rng = np.random.default_rng(seed)
     rows, cols = stack.shape
 
+    coarse: list[float] = []                 # the whole-scene shift, once measured (ref px)
+
     def fail(why: str) -> Registration:
-        if on_failure == "keep":
-            warnings.warn(f"{scene.path}: {why}; kept on its georeferencing alone and flagged.",
+        if on_failure in ("keep", "skip"):
+            u_px = float(math.hypot(*coarse) + 1.0) if coarse else float("nan")
+            u_m = u_px * stack.pixel_size
+            how = ("kept on its georeferencing alone (estimated error "
+                   + (f"{u_m:.1f} m" if math.isfinite(u_m) else "unknown")
+                   + "); changes that depend on it get a lower confidence"
+                   if on_failure == "keep" else "left out of the analysis")
+            warnings.warn(f"{scene.path} could not be co-registered: {why}; {how}.",
                           ChangeDetectWarning, stacklevel=3)
-            return _make(stack, scene.name, "none", nominal, ident, np.nan, 0, 0, 0.0, flagged=True)
+            reg = _make(stack, scene.name, "none", nominal, ident, np.nan, 0, 0, 0.0, flagged=True)
+            return dataclasses.replace(reg, uncertainty_px=u_px, uncertainty_m=u_m)
         raise RegistrationError(f"{scene.path} could not be co-registered to "
                                 f"{stack.scenes[stack.reference].name}: {why}. Check that both show "
-                                "the same site, or pass --coregister none (or keep unregistered "
-                                "scenes with --on-registration-failure keep).")
+                                "the same site, or keep the scene on its georeferencing with "
+                                "--on-registration-failure keep (the default), or pass --coregister none.")
 
     frame = _Frame(cols / 2, rows / 2, max(rows, cols) / 2)
     # 1. coarse shift on decimated, band-passed images
@@ -929,6 +954,8 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     if (av & bv).mean() < 0.05:
         return fail("too few valid pixels in common with the reference")
     d0, _, z0 = _phase_correlate(a[None], b[None], av[None], bv[None], upsample=4)
+    if z0[0] >= _MIN_Z:
+        coarse[:] = [float(d0[0, 0] * cols / small[1]), float(d0[0, 1] * rows / small[0])]
     if z0[0] < _MIN_Z:
         return fail("no texture in common with the reference (phase correlation found no peak)")
     theta = np.array([[d0[0, 0] * cols / small[1]], [d0[0, 1] * rows / small[0]]])
@@ -1046,8 +1073,8 @@ def coregister(stack: Stack, *, method: str = "local", on_failure: str = "raise"
         As returned by :func:`changedetect.stack.open_stack`.
     method : {"none", "global", "local"}
         See :func:`register_scene`; ``local`` (default) is the most accurate.
-    on_failure : {"raise", "keep"}
-        What to do with a scene that cannot be registered.
+    on_failure : {"raise", "keep", "skip"}
+        What to do with a scene that cannot be registered (see :func:`register_scene`).
     progress : callable, optional
         Called as ``progress(done, total, scene_name)`` after each scene.
     window, max_points, **kwargs

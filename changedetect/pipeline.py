@@ -59,8 +59,12 @@ class Config:
         Co-registration: a tie-point grid and the translation, affine or
         second-order polynomial model it supports best (``local``, default),
         one translation (``global``), or georeferencing only.
-    on_registration_failure : {"raise", "keep"}
-        Stop with an error, or keep such a scene on its georeferencing and flag it.
+    on_registration_failure : {"keep", "raise", "skip"}
+        A scene that cannot be co-registered (most of the site changed, no
+        texture in common): ``keep`` (default) uses it on its georeferencing,
+        flagged, with its estimated error in ``run.json``, and lowers the
+        confidence of every change whose bracket it ends or starts; ``raise``
+        stops with an error; ``skip`` leaves it out of the analysis.
     min_magnitude : float
         Smallest step of a pixel, in noise standard deviations (Euclidean
         norm over bands and texture of the difference between the means before
@@ -179,7 +183,7 @@ class Config:
 
     reference: str | int = "first"
     coregister: str = "local"
-    on_registration_failure: str = "raise"
+    on_registration_failure: str = "keep"
     min_magnitude: float = 14.0
     weak_fraction: float = 0.5
     alpha: float = 0.01
@@ -213,7 +217,7 @@ class Config:
 
     def __post_init__(self):
         choices = {"coregister": ("local", "global", "none"),
-                   "on_registration_failure": ("raise", "keep"),
+                   "on_registration_failure": ("keep", "raise", "skip"),
                    }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -314,9 +318,10 @@ class _Model:
     norms: tuple[Normalization, ...]
     noise: np.ndarray            # per-band noise sigma of one observation
     dark: float                  # brightness below which a state can be a shadow
-    flagged: tuple[bool, ...]
+    flagged: tuple[bool, ...]    # could not be co-registered (not used for the noise estimate)
     min_fstat: float
     ndvi_bands: tuple[int, int] | None = None   # (red, nir) indices, when the stack has them
+    skipped: tuple[bool, ...] = ()              # flagged and left out (on_registration_failure="skip")
 
 
 def _texture(images: np.ndarray, *, size: int = 5) -> np.ndarray:
@@ -355,7 +360,7 @@ def _read_series(stack: Stack, model: _Model, window, config: Config, *, halo: i
         apply_normalization(data, model.norms[t], out=data)
         images[t, :nb] = data[(slice(None),) + crop]
         images[t, nb] = _texture(data)[crop]
-        if model.flagged[t]:
+        if model.skipped and model.skipped[t]:
             v[:] = False
         elif not v.all():
             v = ndi.binary_erosion(v, iterations=4, border_value=1)  # resampling + texture window
@@ -603,6 +608,7 @@ def _fit_model(stack: Stack, config: Config, flagged: Sequence[bool]) -> tuple[_
     red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
     model = _Model(norms=tuple(norms), noise=noise, dark=dark, flagged=tuple(flagged),
                    min_fstat=min_f,
+                   skipped=tuple(bool(f) and config.on_registration_failure == "skip" for f in flagged),
                    ndvi_bands=(red_i, nir_i) if red_i is not None and nir_i is not None else None)
     stats = {"thresholds": {"min_magnitude_sigma": config.min_magnitude,
                             "min_fstat": round(min_f, 4),
@@ -801,6 +807,8 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
     dates = stack.dates
     # the reference is exact (0); a scene kept on its georeferencing alone has no residual (NaN)
     rmse = [0.0 if r.model == "identity" else r.rmse_px for r in regs]
+    unregistered = [r.flagged for r in regs]
+    uncertainty = [r.uncertainty_px for r in regs]
     records = []
     margin = 6
     red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
@@ -891,7 +899,15 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
             significance = 1.0 - math.exp(-max(0.0, magnitude / (0.5 * config.min_magnitude) - 1.0))
             clean = fstat / (fstat + 4.0 * model.min_fstat)
             persistence = min(1.0, ch.n_after / max(config.persistence + 1, 1))
-            registration = math.exp(-((reg_rmse / 0.5) ** 2)) if math.isfinite(reg_rmse) else 0.5
+            if unregistered[last] or unregistered[k]:
+                # a scene kept on its georeferencing alone: its estimated error (px) decides;
+                # unknown counts as 2 px
+                u = max((uncertainty[j] for j in (last, k) if unregistered[j]), default=2.0)
+                u = u if math.isfinite(u) else 2.0
+                registration = 0.5 / (1.0 + (u / 2.0) ** 2)
+                reg_rmse = u
+            else:
+                registration = math.exp(-((reg_rmse / 0.5) ** 2)) if math.isfinite(reg_rmse) else 0.5
             shape_term = 0.5 + 0.25 * min(1.0, raw.rectangularity) + 0.25 * min(1.0, raw.solidity)
             conf = significance * (0.5 + 0.5 * clean) * persistence * registration * shape_term
             log.debug("%s kept: %s", where, feats)

@@ -268,3 +268,56 @@ def test_four_undeclared_bands_warn_of_the_guess(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "read as blue, green, red, NIR" in p.stderr and "--bands" in p.stderr
     assert "bands: blue, green, red, nir (guess" in p.stdout
+
+
+@pytest.fixture(scope="module")
+def changed_a_lot(site, tmp_path_factory):
+    """The generated site with one middle scene replaced by another site's pixels, georeferenced
+    like the others: as when most of a site changed, registration finds nothing in common."""
+    import shutil
+
+    import rasterio
+
+    from changedetect.synthetic import make_site
+
+    other = make_site(tmp_path_factory.mktemp("other"), seed=11, size=256)
+    folder = tmp_path_factory.mktemp("mixed")
+    for p in site.images:
+        shutil.copy(p, folder / p.name)
+    victim = site.images[4].name
+    with rasterio.open(other.images[4]) as src, rasterio.open(site.images[4]) as ref:
+        profile, data = ref.profile, src.read()
+    with rasterio.open(folder / victim, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = ("blue", "green", "red", "nir")
+    return sorted(folder.glob("site_*.tif")), victim
+
+
+def test_a_scene_that_cannot_be_registered_is_kept_flagged_by_default(changed_a_lot, tmp_path):
+    import json
+
+    images, victim = changed_a_lot
+    out = tmp_path / "out"
+    p = run(*images, "--out", out)
+    assert p.returncode == 0, p.stderr
+    assert victim in p.stderr and "kept on its georeferencing alone" in p.stderr
+    assert "lower confidence" in p.stderr and "1 kept on its georeferencing alone" in p.stdout
+    run_rec = json.loads((out / "run.json").read_text())
+    reg = run_rec["registration"][victim]
+    assert reg["flagged"] and reg["model"] == "none" and "uncertainty_m" in reg
+    day = victim.split("_")[1][:10]
+    changes = json.loads((out / "changes.geojson").read_text())["features"]
+    on_it = [f["properties"] for f in changes if day in (f["properties"]["last_absent"],
+                                                         f["properties"]["first_present"])]
+    others = [f["properties"] for f in changes if f["properties"] not in on_it]
+    assert on_it and others
+    assert max(c["confidence"] for c in on_it) < min(c["confidence"] for c in others)
+    # today's behaviour on request: stop, name the file, write nothing
+    q = run(*images, "--out", tmp_path / "raised", "--on-registration-failure", "raise")
+    assert q.returncode == 1 and victim in q.stderr and "Traceback" not in q.stderr
+    assert not (tmp_path / "raised").exists()
+    # or leave the scene out: no change is bracketed by it
+    r = run(*images, "--out", tmp_path / "skipped", "--on-registration-failure", "skip")
+    assert r.returncode == 0, r.stderr
+    skipped = json.loads((tmp_path / "skipped" / "changes.geojson").read_text())["features"]
+    assert not [f for f in skipped if day in (f["properties"]["last_absent"], f["properties"]["first_present"])]

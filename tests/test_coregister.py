@@ -126,9 +126,12 @@ def test_textureless_scene_fails_clearly_or_is_flagged(tmp_path, world):
     stack = open_stack([tmp_path / "a_2015-01-01.tif", tmp_path / "flat_2016-01-01.tif"])
     with pytest.raises(RegistrationError, match="flat_2016-01-01.tif"):
         register_scene(stack, 1)
-    with pytest.warns(ChangeDetectWarning, match="flagged"):
+    with pytest.warns(ChangeDetectWarning, match="kept on its georeferencing alone"):
         reg = register_scene(stack, 1, on_failure="keep")
     assert reg.flagged and reg.model == "none"
+    assert reg.to_dict()["flagged"] and "uncertainty_m" in reg.to_dict()
+    with pytest.warns(ChangeDetectWarning, match="left out"):
+        assert register_scene(stack, 1, on_failure="skip").flagged
     assert np.allclose(reg.ref_to_scene, stack.nominal_ref_to_scene(1))
 
 
