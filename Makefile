@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/coregistration.py
 	$(BIN)/python benchmarks/kernels.py
 	$(BIN)/python benchmarks/cpu_paths.py --real
+	$(BIN)/python benchmarks/real_inputs.py
 	$(BIN)/python benchmarks/accuracy_pairs.py
 	$(BIN)/python benchmarks/accuracy_sites.py --spacenet7
 	$(BIN)/python benchmarks/dating.py --sites 0 1 2 3 4
