@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "green, red, nir, alpha (validity, never spectral), - (ignore), e.g. "
                         "red,green,blue,nir (default: from band descriptions or colour "
                         "interpretation; 4 undeclared bands are read as blue,green,red,nir)")
+    p.add_argument("--pixel-size", type=float, metavar="METRES",
+                   help="for images with no georeferencing (PNG/JPEG/TIFF exports): their pixel size; "
+                        "they are put on a local grid and co-registration aligns them")
     p.add_argument("--out", default="results", metavar="DIR",
                    help="output folder (default: results); it must be empty or absent unless --overwrite")
     p.add_argument("--overwrite", action="store_true",
@@ -123,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .pipeline import Config, detect_changes
 
     warnings.simplefilter("ignore" if args.quiet else "default", ChangeDetectWarning)
+    if args.pixel_size is not None:           # the user knows; GDAL's own warning adds nothing
+        from rasterio.errors import NotGeoreferencedWarning
+
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         reference = int(args.reference) if args.reference.lstrip("-").isdigit() else args.reference
@@ -132,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         min_area_m2=args.min_area, max_elongation=args.max_elongation,
                         block=args.block, save_registered=args.save_registered,
                         buildings=args.buildings, building_id_column=args.building_id_column,
-                        overwrite=args.overwrite,
+                        overwrite=args.overwrite, pixel_size=args.pixel_size,
                         bands=tuple(b.strip() for b in args.bands.split(",")) if args.bands else None,
                         formats=tuple(args.formats or ("gpkg", "geojson")))
         result = detect_changes(args.images, args.out, config=config, manifest=args.manifest,

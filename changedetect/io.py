@@ -51,6 +51,7 @@ __all__ = [
     "FoundDate",
     "band_roles",
     "read_pixels",
+    "local_crs",
     "ROLE_ALIASES",
     "sha256_file",
     "atomic_path",
@@ -433,8 +434,21 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def local_crs(pixel_size: float):
+    """The CRS of images that are not georeferenced: a local grid in metres (LOCAL_CS).
+
+    Coordinates are metres from the upper-left corner of the reference image,
+    x to the east (right), y to the north (up); nothing ties them to the Earth.
+    """
+    from rasterio.crs import CRS
+
+    return CRS.from_wkt(f'LOCAL_CS["changedetect local grid: not georeferenced, pixel size {pixel_size:g} m",'
+                        'UNIT["metre",1,AUTHORITY["EPSG","9001"]],AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+
+
 def read_scene(path: str | os.PathLike, *, date: _dt.date | None = None,
-               manifest: Mapping[str, _dt.date] | None = None, bands=None) -> SceneInfo:
+               manifest: Mapping[str, _dt.date] | None = None, bands=None,
+               pixel_size: float | None = None) -> SceneInfo:
     """Open a raster, check it can be used, and find its acquisition date.
 
     Parameters
@@ -448,6 +462,11 @@ def read_scene(path: str | os.PathLike, *, date: _dt.date | None = None,
     bands : sequence of str, optional
         The role of every band (``--bands``), for files that declare none; see
         :func:`band_roles`.
+    pixel_size : float, optional
+        For images without a CRS or geotransform (PNG/JPEG/TIFF exports): put
+        them on a local grid with pixels of this size in metres, upper-left
+        corner at (0, 0) (:func:`local_crs`); co-registration then aligns them.
+        Ignored for georeferenced files.
 
     Returns
     -------
@@ -485,13 +504,23 @@ def read_scene(path: str | os.PathLike, *, date: _dt.date | None = None,
     except RasterioIOError as exc:
         raise UnreadableFileError(f"{path}: not a raster GDAL can read ({exc}). "
                                   "Give GeoTIFF files.") from None
+    if (crs is None or transform.is_identity) and pixel_size is not None:
+        from affine import Affine
+
+        if not pixel_size > 0:
+            raise InputError(f"--pixel-size {pixel_size} must be a positive size in metres.")
+        crs, transform = local_crs(pixel_size), Affine(pixel_size, 0.0, 0.0, 0.0, -pixel_size, 0.0)
     if crs is None:
         raise CRSError(f"{path} has no coordinate reference system. Set it with "
                        f"'rio edit-info --crs EPSG:XXXX {path.name}' or "
-                       f"'gdal_edit.py -a_srs EPSG:XXXX {path.name}'.")
+                       f"'gdal_edit.py -a_srs EPSG:XXXX {path.name}', or, for an image that is not "
+                       "georeferenced at all (a PNG or JPEG export), give its pixel size in metres "
+                       "with --pixel-size (e.g. --pixel-size 0.5): it is then put on a local grid "
+                       "and co-registration aligns the images.")
     if transform.is_identity:
         raise CRSError(f"{path} has no geotransform (pixel size and origin). Georeference it, "
-                       "e.g. with gdal_translate -a_ullr, before running change detection.")
+                       "e.g. with gdal_translate -a_ullr, or give --pixel-size METRES to work on a "
+                       "local grid.")
     source, precision = "argument", "day"
     if date is None and manifest is not None:
         date = manifest_date(manifest, path)

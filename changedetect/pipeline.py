@@ -173,6 +173,12 @@ class Config:
         band descriptions and colour interpretation say nothing. Without it the
         roles come from the files, and four undeclared bands are taken as blue,
         green, red, NIR (a warning says so).
+    pixel_size : float, optional
+        Metres per pixel for images that are not georeferenced (PNG, JPEG,
+        TIFF exports with no CRS or geotransform): they go on a local grid with
+        the reference's upper-left corner at (0, 0), co-registration aligns
+        them, and the outputs are in that local grid (GeoJSON in its metres, no
+        KML), marked ``georeferenced: false`` in run.json.
     overwrite : bool
         An ``out_dir`` that already holds files is refused unless this is
         True; then the earlier run there is replaced as a whole (the new set is
@@ -213,6 +219,7 @@ class Config:
     pixel_products: bool = True
     memory_mb: int = 256
     bands: tuple[str, ...] | None = None
+    pixel_size: float | None = None
     overwrite: bool = False
 
     def __post_init__(self):
@@ -1129,7 +1136,8 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
     if out_dir is not None:
         _check_out_dir(Path(out_dir), config.overwrite)
-    stack = open_stack(images, manifest=manifest, reference=config.reference, bands=config.bands)
+    stack = open_stack(images, manifest=manifest, reference=config.reference, bands=config.bands,
+                       pixel_size=config.pixel_size)
     for i in range(len(stack)):
         check_not_empty(stack, i)
     footprints = None
@@ -1137,6 +1145,16 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         footprints = _open_footprints(stack, config)
     t = mark("open", t0)
     warnings: list[str] = []
+    from .vector import is_unreferenced
+
+    georeferenced = not is_unreferenced(stack.crs)
+    if not georeferenced:
+        msg = (f"The images are not georeferenced: they are on a local grid of {stack.pixel_size:g} m "
+               "pixels from the reference image's upper-left corner (--pixel-size). Areas and lengths "
+               "hold if that pixel size is right; positions are not on Earth (no KML; GeoJSON in "
+               "local metres).")
+        log.warning(msg)
+        warnings.append(msg)
     guessed = [s.name for s in stack.scenes if s.band_source.startswith("guess")]
     if guessed:
         msg = (f"{len(guessed)} of {len(stack)} images declare no band roles (no band descriptions, "
@@ -1246,7 +1264,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             "reference": stack.scenes[stack.reference].name,
             "baseline": stack.scenes[0].name,
             "grid": {"crs": stack.crs.to_string(), "transform": list(stack.transform)[:6],
-                     "note": stack.grid_note or None,
+                     "note": stack.grid_note or None, "georeferenced": georeferenced,
                      "width": stack.width, "height": stack.height},
             "parameters": dataclasses.asdict(requested),
             "effective_parameters": dataclasses.asdict(config),

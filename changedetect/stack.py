@@ -415,7 +415,7 @@ def _overlap_fraction(scene: SceneInfo, crs, transform, width, height) -> float:
 
 def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLike | None = None,
                reference: str | int | os.PathLike = "first", resampling: str = "cubic",
-               min_overlap: float = 0.2, bands=None) -> Stack:
+               min_overlap: float = 0.2, bands=None, pixel_size: float | None = None) -> Stack:
     """Open dated scenes over one site as a :class:`Stack` on the reference grid.
 
     Parameters
@@ -436,6 +436,10 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
     bands : sequence of str, optional
         The role of every band (``("red", "green", "blue", "nir")``, ``alpha``
         for a validity band), for files that declare none.
+    pixel_size : float, optional
+        Metres per pixel of images that are not georeferenced (PNG/JPEG
+        exports): they are put on a local grid (see
+        :func:`changedetect.io.read_scene`); all images must then be so.
 
     Returns
     -------
@@ -463,8 +467,15 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
                          "Give two or more GeoTIFFs.")
     if len({os.path.realpath(p) for p in paths}) != len(paths):
         raise InputError("The same file was given twice; give each image once.")
-    scenes = sorted((read_scene(p, manifest=dates, bands=bands) for p in paths),
+    scenes = sorted((read_scene(p, manifest=dates, bands=bands, pixel_size=pixel_size) for p in paths),
                     key=lambda s: (s.date, s.name))
+    from .vector import is_unreferenced
+
+    local = [is_unreferenced(s.crs) for s in scenes]
+    if any(local) and not all(local):
+        names = ", ".join(s.name for s, loc in zip(scenes, local) if loc)
+        raise InputError(f"Some images are georeferenced and some are not ({names}): georeference "
+                         "those, or give only images that are not, with --pixel-size.")
     counts = {len(s.bands) for s in scenes}
     if len(counts) != 1:
         detail = ", ".join(f"{s.name}: {len(s.bands)}" for s in scenes)
@@ -535,6 +546,11 @@ def working_grid(scene: SceneInfo):
     from pyproj import CRS, Transformer
 
     crs, t, w, h = scene.crs, scene.transform, scene.width, scene.height
+    from .vector import is_unreferenced
+
+    if is_unreferenced(crs):
+        return crs, t, w, h, ("not georeferenced: a local grid in metres from the reference image's "
+                              "upper-left corner (--pixel-size); positions are not on Earth")
     gx, gy = ground_scale(crs, t, w, h)
     pcrs = CRS.from_wkt(crs.to_wkt())
     if pcrs.is_projected:

@@ -108,11 +108,23 @@ def export(gdf, out_dir: str | os.PathLike, *, formats: Sequence[str] = ("gpkg",
     written: dict[str, Path] = {}
     # a fixed timestamp keeps GeoPackage bytes identical from run to run
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": "2000-01-01T00:00:00Z"})
+    local = is_unreferenced(gdf.crs)
     for fmt in formats:
         path = out_dir / f"{stem}.{fmt}"
+        if fmt == "kml" and local:
+            import warnings
+
+            from .errors import ChangeDetectWarning
+
+            warnings.warn(f"{path.name} not written: KML needs positions on Earth and the images are "
+                          "not georeferenced.", ChangeDetectWarning, stacklevel=2)
+            continue
         with atomic_path(path) as tmp:
             if fmt == "gpkg":
                 gdf.to_file(tmp, layer=stem, driver="GPKG", engine="pyogrio")
+            elif fmt == "geojson" and local:
+                # not georeferenced: metres on the reference image's local grid, not RFC 7946 lon/lat
+                gdf.to_file(tmp, driver="GeoJSON", engine="pyogrio", layer_options={"WRITE_NAME": "NO"})
             elif fmt == "geojson":
                 gdf.to_crs("EPSG:4326").to_file(tmp, driver="GeoJSON", engine="pyogrio",
                                                  layer_options={"RFC7946": "YES",
@@ -121,6 +133,19 @@ def export(gdf, out_dir: str | os.PathLike, *, formats: Sequence[str] = ("gpkg",
                 _write_kml(gdf, tmp)
         written[fmt] = path
     return written
+
+
+def is_unreferenced(crs) -> bool:
+    """True for the local grid of images that were not georeferenced (``--pixel-size``)."""
+    if crs is None:
+        return False
+    try:
+        from pyproj import CRS
+
+        c = CRS.from_user_input(crs)
+        return not c.is_geographic and not c.is_projected
+    except Exception:  # pragma: no cover - an unparsable CRS is not ours
+        return False
 
 
 def buildings_to_frames(footprints, records: Sequence[Mapping], date_rows: Sequence[Mapping],

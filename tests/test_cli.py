@@ -321,3 +321,47 @@ def test_a_scene_that_cannot_be_registered_is_kept_flagged_by_default(changed_a_
     assert r.returncode == 0, r.stderr
     skipped = json.loads((tmp_path / "skipped" / "changes.geojson").read_text())["features"]
     assert not [f for f in skipped if day in (f["properties"]["last_absent"], f["properties"]["first_present"])]
+
+
+def _to_png(src_path, dst_path):
+    """An 8-bit RGB PNG export of a generated scene: no CRS, no geotransform (what analysts have)."""
+    import rasterio
+
+    with rasterio.open(src_path) as src:
+        rgb = src.read([3, 2, 1]).astype("float64")
+    arr = np.clip(rgb / 16.0, 1, 255).astype("uint8")
+    with rasterio.open(dst_path, "w", driver="PNG", width=arr.shape[2], height=arr.shape[1], count=3,
+                       dtype="uint8") as dst:
+        dst.write(arr)
+    return dst_path
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_unreferenced_png_exports_run_on_a_local_grid(site, tmp_path):
+    import json
+
+    pngs = [_to_png(site.images[i], tmp_path / f"{site.images[i].stem}.png") for i in (0, 1, 2, 6, 7)]
+    out = tmp_path / "out"
+    p = run(*pngs, "--out", out, "--format", "geojson", "--format", "kml")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert pngs[0].name in p.stderr and "--pixel-size" in p.stderr
+    p = run(*pngs, "--out", out, "--format", "geojson", "--format", "kml", "--pixel-size", "0.5")
+    assert p.returncode == 0, p.stderr
+    assert "not georeferenced" in p.stderr and "NotGeoreferencedWarning" not in p.stderr
+    assert "KML needs positions on Earth" in p.stderr and not (out / "changes.kml").exists()
+    run_rec = json.loads((out / "run.json").read_text())
+    assert run_rec["grid"]["georeferenced"] is False and "LOCAL_CS" in run_rec["grid"]["crs"]
+    assert any("not georeferenced" in w for w in run_rec["warnings"])
+    # co-registration aligns the exports: the true misregistration is recovered
+    truth = json.loads(site.misregistration_path.read_text())["scenes"]
+    for png in pngs[1:]:
+        reg = run_rec["registration"][png.name]
+        true = truth[png.stem + ".tif"]["shift_px"]
+        assert not reg["flagged"]
+        assert abs(reg["shift_px"][0] - true[0]) < 0.3 and abs(reg["shift_px"][1] - true[1]) < 0.3, (reg, true)
+    # areas in metres from the pixel size; GeoJSON in local metres (y down from 0)
+    changes = json.loads((out / "changes.geojson").read_text())["features"]
+    assert changes and all(f["properties"]["area_m2"] > 30 for f in changes)
+    xs = [x for f in changes for x, _ in f["geometry"]["coordinates"][0]]
+    ys = [y for f in changes for _, y in f["geometry"]["coordinates"][0]]
+    assert 0 <= min(xs) and max(xs) <= 256 * 0.5 and -256 * 0.5 <= min(ys) and max(ys) <= 0

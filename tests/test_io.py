@@ -225,3 +225,14 @@ def test_band_roles_from_descriptions_guess_and_declared(tmp_path):
     assert read_scene(m).has_mask
     _, valid = open_stack([named, m], reference=0).read(1)
     assert not valid[:2].any() and valid[2:].all()
+
+
+def test_date_from_a_maxar_imd_sidecar(tmp_path):
+    """GDAL reads a Maxar .IMD beside the image into its IMAGERY metadata; that date is used."""
+    arr = np.ones((1, 8, 8), "uint16")
+    p = write_raster(tmp_path / "scene.tif", arr, transform=T0, crs="EPSG:32637")
+    (tmp_path / "scene.IMD").write_text('version = "28.4";\nBEGIN_GROUP = IMAGE_1\n\tsatId = "WV02";\n'
+                                        "\tfirstLineTime = 2011-05-29T16:55:33.123456Z;\n"
+                                        "END_GROUP = IMAGE_1\nEND;\n")
+    s = read_scene(p)
+    assert s.date == dt.date(2011, 5, 29) and s.date_source == "imagery:ACQUISITIONDATETIME"
