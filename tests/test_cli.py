@@ -365,3 +365,23 @@ def test_unreferenced_png_exports_run_on_a_local_grid(site, tmp_path):
     xs = [x for f in changes for x, _ in f["geometry"]["coordinates"][0]]
     ys = [y for f in changes for _, y in f["geometry"]["coordinates"][0]]
     assert 0 <= min(xs) and max(xs) <= 256 * 0.5 and -256 * 0.5 <= min(ys) and max(ys) <= 0
+
+
+def test_envi_files_with_a_manifest(tmp_path):
+    """Landsat pairs distributed as ENVI (.img + .hdr, names without dates) run with a manifest."""
+    import rasterio
+
+    paths = []
+    for i, name in enumerate(("taizhou_t1.img", "taizhou_t2.img")):
+        arr = textured(seed=i + 1).astype("int16")
+        with rasterio.open(tmp_path / name, "w", driver="ENVI", width=64, height=64, count=3,
+                           dtype="int16", crs="EPSG:32651", transform=T0) as dst:
+            dst.write(arr)
+        paths.append(tmp_path / name)
+    csv = tmp_path / "dates.csv"
+    csv.write_text("path,date\ntaizhou_t1.img,2000-04-12\ntaizhou_t2.img,2003-06-18\n")
+    p = run(*paths, "--out", tmp_path / "none", "--coregister", "none")
+    assert p.returncode == 2 and "taizhou_t1.img" in p.stderr and "--manifest" in p.stderr
+    p = run("--manifest", csv, "--out", tmp_path / "out", "--coregister", "none")
+    assert p.returncode == 0, p.stderr
+    assert "2000-04-12" in p.stdout and "2003-06-18" in p.stdout
