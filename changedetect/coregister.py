@@ -417,11 +417,14 @@ def _grid_starts(shape: tuple[int, int], size: int, max_points: int) -> list[tup
     return [(int(r), int(c)) for r in r0 for c in c0]
 
 
-def _read_box(src, box, scene) -> tuple[np.ndarray, np.ndarray]:
+def _read_box(src, box, scene, stack: Stack | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Band mean and validity of a box (c0, r0, c1, r1) of an open raster; outside = invalid.
 
     The spectral bands only, valid where no band is nodata and alpha/mask allow
-    (:func:`changedetect.io.read_pixels`).
+    (:func:`changedetect.io.read_pixels`). With ``stack``, the box is on the
+    stack's grid and is read from the reference warped onto it (a stack whose
+    grid is not the reference file's own, see
+    :func:`changedetect.stack.working_grid`).
     """
     from rasterio.windows import Window
 
@@ -430,25 +433,15 @@ def _read_box(src, box, scene) -> tuple[np.ndarray, np.ndarray]:
     c0, r0, c1, r1 = box
     img = np.zeros((r1 - r0, c1 - c0), np.float32)
     valid = np.zeros((r1 - r0, c1 - c0), bool)
-    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, src.width), min(r1, src.height)
+    width, height = (src.width, src.height) if stack is None else (stack.width, stack.height)
+    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, width), min(r1, height)
     if cc1 > cc0 and rr1 > rr0:
-        arr, ok = read_pixels(src, scene, Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
-        ok &= np.all(np.isfinite(arr), axis=0)
-        img[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = np.where(ok, _band_mean(arr), 0)
-        valid[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = ok
-    return img, valid
-
-
-def _read_grid_box(stack: Stack, box) -> tuple[np.ndarray, np.ndarray]:
-    """Band mean and validity of a box of the stack's grid, from the reference warped onto it."""
-    from rasterio.windows import Window
-
-    c0, r0, c1, r1 = box
-    img = np.zeros((r1 - r0, c1 - c0), np.float32)
-    valid = np.zeros((r1 - r0, c1 - c0), bool)
-    cc0, rr0, cc1, rr1 = max(c0, 0), max(r0, 0), min(c1, stack.width), min(r1, stack.height)
-    if cc1 > cc0 and rr1 > rr0:
-        arr, ok = stack.read(stack.reference, Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
+        win = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+        if stack is None:
+            arr, ok = read_pixels(src, scene, win)
+            ok &= np.all(np.isfinite(arr), axis=0)
+        else:
+            arr, ok = stack.read(stack.reference, win)
         img[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = np.where(ok, _band_mean(arr), 0)
         valid[rr0 - r0:rr1 - r0, cc0 - c0:cc1 - c0] = ok
     return img, valid
@@ -469,12 +462,10 @@ def _reference_windows(stack: Stack, starts, shape) -> _Windows:
             ks = [k for k, (rr, _) in enumerate(starts) if rr == r]
             c0 = min(starts[k][1] for k in ks) - _MARGIN
             c1 = max(starts[k][1] for k in ks) + w + _MARGIN
-            if own_grid:
-                img, ok = _read_box(src, (c0, r - _MARGIN, c1, r + h + _MARGIN), scene)
-            else:
-                # the stack works on another grid than the reference file's (a geographic or
-                # Web Mercator reference is worked on in UTM): read the reference warped onto it
-                img, ok = _read_grid_box(stack, (c0, r - _MARGIN, c1, r + h + _MARGIN))
+            # a stack on another grid than the reference file's (a geographic or Web Mercator
+            # reference is worked on in UTM) reads the reference warped onto it
+            img, ok = _read_box(src, (c0, r - _MARGIN, c1, r + h + _MARGIN), scene,
+                                None if own_grid else stack)
             rr, vv = _bandpass(img, ok)
             for k in ks:
                 j = starts[k][1] - c0
