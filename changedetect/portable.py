@@ -56,6 +56,22 @@ _EXP64 = tuple(1.0 / math.factorial(k) for k in range(13, -1, -1))
 _EXP32 = tuple(np.float32(1.0 / math.factorial(k)) for k in range(7, -1, -1))
 
 
+def _as_float(x):
+    """``x`` as float32 (if it is) or float64, with that dtype and its split of ln 2."""
+    x = np.asarray(x)
+    f32 = x.dtype == np.float32
+    dt = np.float32 if f32 else np.float64
+    ln2 = (_LN2_HI32, _LN2_LO32) if f32 else (_LN2_HI64, _LN2_LO64)
+    return x.astype(dt, copy=False), f32, dt, ln2
+
+
+def _into(res: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return res
+    out[...] = res
+    return out
+
+
 def _horner(r: np.ndarray, coefs, out: np.ndarray) -> np.ndarray:
     out[...] = coefs[0]
     for c in coefs[1:]:
@@ -83,11 +99,7 @@ def exp(x, out: np.ndarray | None = None) -> np.ndarray:
     -------
     ndarray
     """
-    x = np.asarray(x)
-    f32 = x.dtype == np.float32
-    dt = np.float32 if f32 else np.float64
-    xv = x.astype(dt, copy=False)
-    hi, lo = (_LN2_HI32, _LN2_LO32) if f32 else (_LN2_HI64, _LN2_LO64)
+    xv, f32, dt, (hi, lo) = _as_float(x)
     lim = 104.0 if f32 else 746.0                       # beyond: inf or 0 anyway
     nan = np.isnan(xv)
     xc = np.clip(np.where(nan, dt(0), xv), -lim, lim)
@@ -99,10 +111,7 @@ def exp(x, out: np.ndarray | None = None) -> np.ndarray:
         res = np.ldexp(p, k.astype(np.int32))
     if nan.any():
         res[nan] = np.nan
-    if out is None:
-        return res
-    out[...] = res
-    return out
+    return _into(res, out)
 
 
 # log(m) for m in [sqrt(1/2), sqrt(2)): 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...), s = (m-1)/(m+1),
@@ -128,10 +137,7 @@ def log(x, out: np.ndarray | None = None) -> np.ndarray:
     -------
     ndarray
     """
-    x = np.asarray(x)
-    f32 = x.dtype == np.float32
-    dt = np.float32 if f32 else np.float64
-    xv = x.astype(dt, copy=False)
+    xv, f32, dt, (hi, lo) = _as_float(x)
     m, e = np.frexp(xv)                                   # m in [0.5, 1)
     small = m < dt(math.sqrt(0.5))
     m = np.where(small, m * dt(2), m)
@@ -141,7 +147,6 @@ def log(x, out: np.ndarray | None = None) -> np.ndarray:
     s2 = s * s
     p = _horner(s2, _LOG32 if f32 else _LOG64, np.empty_like(s2))
     p *= s
-    hi, lo = (_LN2_HI32, _LN2_LO32) if f32 else (_LN2_HI64, _LN2_LO64)
     ef = e.astype(dt)
     res = ef * lo
     res += p
@@ -149,10 +154,7 @@ def log(x, out: np.ndarray | None = None) -> np.ndarray:
     res[xv == 0] = -np.inf
     res[(xv < 0) | np.isnan(xv)] = np.nan
     res[np.isposinf(xv)] = np.inf
-    if out is None:
-        return res
-    out[...] = res
-    return out
+    return _into(res, out)
 
 
 def power(x, p: float, out: np.ndarray | None = None) -> np.ndarray:
@@ -161,17 +163,13 @@ def power(x, p: float, out: np.ndarray | None = None) -> np.ndarray:
     ``0 ** p`` is 0 for ``p > 0``. About ``|p log x|`` units in the last place
     (a few for the exponents this package uses).
     """
-    x = np.asarray(x)
-    dt = np.float32 if x.dtype == np.float32 else np.float64
-    lg = log(x)
+    xv, _, dt, _ = _as_float(x)
+    lg = log(xv)
     lg *= dt(p)
     res = exp(lg, out=lg)
     if p > 0:
-        res[np.asarray(x) == 0] = 0
-    if out is None:
-        return res
-    out[...] = res
-    return out
+        res[xv == 0] = 0
+    return _into(res, out)
 
 
 def arccos(x) -> np.ndarray:
