@@ -52,6 +52,7 @@ __all__ = [
     "band_roles",
     "read_pixels",
     "local_crs",
+    "is_unreferenced",
     "ROLE_ALIASES",
     "sha256_file",
     "atomic_path",
@@ -444,6 +445,19 @@ def local_crs(pixel_size: float):
 
     return CRS.from_wkt(f'LOCAL_CS["changedetect local grid: not georeferenced, pixel size {pixel_size:g} m",'
                         'UNIT["metre",1,AUTHORITY["EPSG","9001"]],AXIS["Easting",EAST],AXIS["Northing",NORTH]]')
+
+
+def is_unreferenced(crs) -> bool:
+    """True for the local grid of images that were not georeferenced (``--pixel-size``)."""
+    if crs is None:
+        return False
+    try:
+        from pyproj import CRS
+
+        c = CRS.from_user_input(crs)
+        return not c.is_geographic and not c.is_projected
+    except Exception:  # pragma: no cover - an unparsable CRS is not ours
+        return False
 
 
 def read_scene(path: str | os.PathLike, *, date: _dt.date | None = None,

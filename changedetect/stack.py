@@ -23,7 +23,7 @@ import numpy as np
 
 from . import portable
 from .errors import DateError, EmptyDataError, InputError, NoOverlapError
-from .io import SceneInfo, read_manifest, read_pixels, read_scene
+from .io import SceneInfo, _role, is_unreferenced, read_manifest, read_pixels, read_scene
 
 __all__ = ["Stack", "open_stack", "affine_to_matrix", "matrix_to_affine", "compose", "invert",
            "apply_mapping", "compose_mapping"]
@@ -151,8 +151,6 @@ class Stack:
         :func:`changedetect.io.band_roles`: ``--bands``, band descriptions, colour
         interpretation, or the documented guess for four undeclared bands).
         """
-        from .io import _role
-
         role = _role(name)
         names = [_role(n) for n in self.band_names]
         return names.index(role) if role in names else None
@@ -469,8 +467,6 @@ def open_stack(paths: Sequence[str | os.PathLike], *, manifest: str | os.PathLik
         raise InputError("The same file was given twice; give each image once.")
     scenes = sorted((read_scene(p, manifest=dates, bands=bands, pixel_size=pixel_size) for p in paths),
                     key=lambda s: (s.date, s.name))
-    from .vector import is_unreferenced
-
     local = [is_unreferenced(s.crs) for s in scenes]
     if any(local) and not all(local):
         names = ", ".join(s.name for s, loc in zip(scenes, local) if loc)
@@ -546,8 +542,6 @@ def working_grid(scene: SceneInfo):
     from pyproj import CRS, Transformer
 
     crs, t, w, h = scene.crs, scene.transform, scene.width, scene.height
-    from .vector import is_unreferenced
-
     if is_unreferenced(crs):
         return crs, t, w, h, ("not georeferenced: a local grid in metres from the reference image's "
                               "upper-left corner (--pixel-size); positions are not on Earth")

@@ -14,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 from xml.sax.saxutils import escape
 
 from .errors import InputError
-from .io import atomic_path
+from .io import atomic_path, is_unreferenced
 
 __all__ = ["COLUMNS", "FORMATS", "BUILDING_COLUMNS", "BUILDING_DATE_COLUMNS", "to_geodataframe",
            "export", "buildings_to_frames", "export_buildings"]
@@ -133,19 +133,6 @@ def export(gdf, out_dir: str | os.PathLike, *, formats: Sequence[str] = ("gpkg",
                 _write_kml(gdf, tmp)
         written[fmt] = path
     return written
-
-
-def is_unreferenced(crs) -> bool:
-    """True for the local grid of images that were not georeferenced (``--pixel-size``)."""
-    if crs is None:
-        return False
-    try:
-        from pyproj import CRS
-
-        c = CRS.from_user_input(crs)
-        return not c.is_geographic and not c.is_projected
-    except Exception:  # pragma: no cover - an unparsable CRS is not ours
-        return False
 
 
 def buildings_to_frames(footprints, records: Sequence[Mapping], date_rows: Sequence[Mapping],
