@@ -44,6 +44,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from .coregister import registration_term
 from .errors import CRSError, InputError, UnreadableFileError
 from .objects import outline_edges
 from .timeline import series_change
@@ -255,7 +256,8 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
                     persistence: int = 2, min_valid: float = 0.8, min_changed_share: float = 0.3,
                     n_spectral: int | None = None, max_gain: float = 1.25, max_angle_deg: float = 2.0,
                     changed_pixels: np.ndarray | None = None, footprint_pixels: int | None = None,
-                    registration_rmse_px: float | Sequence[float] = 0.0) -> BuildingChange:
+                    registration_rmse_px: float | Sequence[float] = 0.0,
+                    registration_flagged: Sequence[bool] | None = None) -> BuildingChange:
     """Change statistics, status per date and dated change of one footprint.
 
     The footprint's mean series (over its usable pixels, on dates where at least
@@ -314,6 +316,10 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     registration_rmse_px : float or sequence of float
         Registration residual of every scene (the worse of the two around the
         step is used), or one value for all; NaN where unknown.
+    registration_flagged : sequence of bool, optional
+        Scenes kept on their georeferencing alone (their ``registration_rmse_px``
+        is then the estimated error); see
+        :func:`changedetect.coregister.registration_term`.
 
     Returns
     -------
@@ -452,9 +458,9 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         clean = ch.fstat / (ch.fstat + 4.0 * max(min_fstat, 1e-9)) if min_fstat > 0 else 1.0
         persist = min(1.0, ch.n_after / (persistence + 1))
         rm = np.broadcast_to(np.asarray(registration_rmse_px, dtype=np.float64), (n_t,))
-        pair = rm[[ch.last_absent, ch.first_present]]
-        worst = float(pair.max()) if np.isfinite(pair).all() else float("nan")
-        reg = math.exp(-((worst / 0.5) ** 2)) if math.isfinite(worst) else 0.5
+        fl = np.zeros(n_t, bool) if registration_flagged is None else np.asarray(registration_flagged, bool)
+        ends = [ch.last_absent, ch.first_present]
+        reg = registration_term([float(v) for v in rm[ends]], [bool(v) for v in fl[ends]])
         extent = 0.5 + 0.5 * min(1.0, changed_fraction / 0.5)
         confidence = significance * (0.5 + 0.5 * clean) * persist * reg * extent
     return BuildingChange(

@@ -48,7 +48,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import fft as sfft
@@ -855,6 +855,50 @@ class Registration:
             "tiepoints": {"columns": ["col", "row", "dx", "dy", "z", "inlier"],
                           "rows": [[r(v, 4) for v in row[:5]] + [bool(row[5])] for row in self.tiepoints]},
         }
+
+
+#: Error (reference px) assumed for a scene kept on its georeferencing whose error could not be
+#: estimated (not even a whole-scene shift was found).
+UNKNOWN_ERROR_PX = 2.0
+
+
+def registration_errors(regs: Sequence["Registration"]) -> tuple[list[float], list[bool]]:
+    """Per scene, the registration error in reference px and whether the scene is flagged.
+
+    0 for the reference; the tie-point residual for a registered scene (NaN when
+    it has none, e.g. ``--coregister none``); for a scene kept on its
+    georeferencing alone, its estimated error (:data:`UNKNOWN_ERROR_PX` when
+    unknown).
+    """
+    errors, flagged = [], []
+    for r in regs:
+        if r.model == "identity":
+            errors.append(0.0)
+        elif r.flagged:
+            errors.append(r.uncertainty_px if math.isfinite(r.uncertainty_px) else UNKNOWN_ERROR_PX)
+        else:
+            errors.append(r.rmse_px)
+        flagged.append(bool(r.flagged))
+    return errors, flagged
+
+
+def registration_term(errors_px: Sequence[float], flagged: Sequence[bool] = ()) -> float:
+    """The registration factor (0-1) of a change's confidence, from the scenes that bracket it.
+
+    Registered scenes: ``exp(-(e / 0.5 px)²)`` of the worse residual ``e`` (0.5
+    when a residual is unknown). When one of them was kept on its
+    georeferencing alone: ``0.5 / (1 + (e / 2 px)²)`` of the worse flagged
+    error, so a change that rests on an unregistered scene is never trusted
+    more than half. One rule for detected changes and for given footprints.
+    """
+    flagged = list(flagged) or [False] * len(errors_px)
+    bad = [e for e, f in zip(errors_px, flagged) if f]
+    if bad:
+        u = max(bad)
+        return 0.5 / (1.0 + (u / 2.0) ** 2)
+    if all(math.isfinite(e) for e in errors_px):
+        return math.exp(-((max(errors_px) / 0.5) ** 2))
+    return 0.5
 
 
 #: What to do with a scene that cannot be co-registered: stop; keep it on its georeferencing

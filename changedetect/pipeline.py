@@ -25,10 +25,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import __version__
-from .coregister import Registration, coregister
+from .coregister import Registration, coregister, registration_errors, registration_term
 from .detect import local_correlation, robust_scale, shadow_like
 from .errors import EmptyDataError, InputError
-from .io import sha256_file, write_text
+from .io import is_unreferenced, sha256_file, write_text
 from .objects import (ShapeLimits, appearance, clean_mask, core_fraction, label_objects, object_shape, polygonize,
                       regularize, shape_filter)
 from .provenance import cpu_dispatch, versions
@@ -812,10 +812,7 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
 
     px = stack.pixel_size
     dates = stack.dates
-    # the reference is exact (0); a scene kept on its georeferencing alone has no residual (NaN)
-    rmse = [0.0 if r.model == "identity" else r.rmse_px for r in regs]
-    unregistered = [r.flagged for r in regs]
-    uncertainty = [r.uncertainty_px for r in regs]
+    rmse, unregistered = registration_errors(regs)
     records = []
     margin = 6
     red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
@@ -902,19 +899,11 @@ def _objects(stack: Stack, model: _Model, first_path: Path, regs, config: Config
             geom = regularize(geom, min_fill=config.rectangle_fill, cell=px)
             pair = (rmse[last], rmse[k])
             reg_rmse = max(pair) if all(math.isfinite(v) for v in pair) else float("nan")
+            registration = registration_term(pair, (unregistered[last], unregistered[k]))
             # confidence: significance of the step, its persistence, registration and shape
             significance = 1.0 - math.exp(-max(0.0, magnitude / (0.5 * config.min_magnitude) - 1.0))
             clean = fstat / (fstat + 4.0 * model.min_fstat)
             persistence = min(1.0, ch.n_after / max(config.persistence + 1, 1))
-            if unregistered[last] or unregistered[k]:
-                # a scene kept on its georeferencing alone: its estimated error (px) decides;
-                # unknown counts as 2 px
-                u = max((uncertainty[j] for j in (last, k) if unregistered[j]), default=2.0)
-                u = u if math.isfinite(u) else 2.0
-                registration = 0.5 / (1.0 + (u / 2.0) ** 2)
-                reg_rmse = u
-            else:
-                registration = math.exp(-((reg_rmse / 0.5) ** 2)) if math.isfinite(reg_rmse) else 0.5
             shape_term = 0.5 + 0.25 * min(1.0, raw.rectangularity) + 0.25 * min(1.0, raw.solidity)
             conf = significance * (0.5 + 0.5 * clean) * persistence * registration * shape_term
             log.debug("%s kept: %s", where, feats)
@@ -977,7 +966,7 @@ def _building_change_table(stack: Stack, model: _Model, footprints, regs, config
     from .buildings import building_change, footprint_mask
 
     dates = stack.dates
-    rmse = [0.0 if r.model == "identity" else r.rmse_px for r in regs]
+    rmse, unregistered = registration_errors(regs)
     margin = 4
     wins = _footprint_windows(footprints, stack, margin)
     h, w = stack.shape
@@ -1044,7 +1033,8 @@ def _building_change_table(stack: Stack, model: _Model, footprints, regs, config
                                  fp, scale=model.noise, min_magnitude=config.min_magnitude,
                                  min_fstat=model.min_fstat, persistence=config.persistence,
                                  changed_pixels=changed_px[sl], footprint_pixels=int(full.sum()),
-                                 registration_rmse_px=rmse, n_spectral=stack.count)
+                                 registration_rmse_px=rmse, registration_flagged=unregistered,
+                                 n_spectral=stack.count)
             px_area = _area_m2(geoms[i], stack.crs) / max(int(full.sum()), 1)
             records[i] = {
                 "building_id": ids[i], "status": ch.status, "kind": ch.kind,
@@ -1145,8 +1135,6 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         footprints = _open_footprints(stack, config)
     t = mark("open", t0)
     warnings: list[str] = []
-    from .vector import is_unreferenced
-
     georeferenced = not is_unreferenced(stack.crs)
     if not georeferenced:
         msg = (f"The images are not georeferenced: they are on a local grid of {stack.pixel_size:g} m "
