@@ -19,7 +19,7 @@ __all__ = ["main", "build_parser"]
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .vector import FORMATS
+    from .config import FORMATS
 
     p = argparse.ArgumentParser(
         prog="detect-changes",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 from xml.sax.saxutils import escape
 
+from .config import FORMATS
 from .errors import InputError
 from .io import atomic_path, is_unreferenced
 
@@ -21,7 +22,6 @@ __all__ = ["COLUMNS", "FORMATS", "BUILDING_COLUMNS", "BUILDING_DATE_COLUMNS", "t
 
 COLUMNS = ("change_id", "kind", "last_absent", "first_present", "area_m2", "confidence", "score",
            "registration_rmse_px", "n_observations", "n_before", "n_after", "building_id")
-FORMATS = ("gpkg", "geojson", "kml")
 #: Columns of the per-building table (one row per given footprint).
 BUILDING_COLUMNS = ("building_id", "status", "kind", "last_absent", "first_present", "confidence",
                     "score", "changed_fraction", "changed_area_m2", "area_m2", "n_observations",
