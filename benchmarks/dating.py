@@ -2,13 +2,13 @@
 
 1. **Scaling** (``--dates 7 24 100``): the per-pixel stage's kernels, the best
    two-segment step of every pixel (``timeline.step_change``) and the change
-   count (``pipeline._change_count``, which refits the steps inside each changed
+   count (``detector.change_count``, which refits the steps inside each changed
    pixel's two segments), on a synthetic 4-band series of N dates over
    ``--size`` × ``--size`` pixels with a step in a tenth of the pixels. Printed
    per N: seconds, seconds per date, and the ratio to a baseline measured in the
    same run on the same bytes (``np.copyto`` of the whole series). Linear cost
    means a constant time per date (and a constant ratio to the copy), and the
-   per-pixel block of the pipeline (``pipeline._pixel_block``) keeps the memory of
+   per-pixel block of the pipeline (``series.pixel_block``) keeps the memory of
    a block within ``Config.memory_mb`` whatever N.
 2. **Long series** (``--sites``): generated sites (``changedetect.synthetic``,
    ``--site-size`` px) with ``--site-dates`` acquisitions (default 24, up to 240)

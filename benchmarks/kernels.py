@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from changedetect import detect  # noqa: E402
+from changedetect.mad import fit_irmad  # noqa: E402
 from changedetect.provenance import dispatch_paths  # noqa: E402
 
 
@@ -165,7 +166,7 @@ def ours_file_to_file(in1, in2, out, *, reweight=True):
 
     with rasterio.open(in1) as a, rasterio.open(in2) as b:
         x, y, profile = a.read(), b.read(), a.profile
-    t = detect.fit_irmad(x, y, reweight=reweight, max_iter=50)
+    t = fit_irmad(x, y, reweight=reweight, max_iter=50)
     r = t.apply(x, y, variates=True, pvalue=False)
     profile.update(count=x.shape[0] + 1, dtype="float32")
     with rasterio.open(out, "w", **profile) as ds:
@@ -300,7 +301,7 @@ def measure(args) -> list[dict]:
         target = "  (target <= 1.5x copy)" if simple and name != "cva magnitude+direction" else ""
         print(f"{name:30s} {t:8.3f}s {t / t_copy:7.2f} {ratio_plain} {plain_s} {mem / nbytes:17.2f}{target}")
         out.append({"kernel": name, "time": t, "copy": t_copy, "plain": tp, "memory": mem / nbytes})
-    fit = detect.fit_irmad(before, after)
+    fit = fit_irmad(before, after)
     print(f"\nIR-MAD: {fit.iterations} iterations on {fit.n_pixels} sampled pixels, "
           f"converged={fit.converged}, rho={np.round(fit.rho, 5).tolist()}")
     if not args.no_otb:

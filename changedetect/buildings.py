@@ -15,9 +15,11 @@ date bracket of its change, its kind and a confidence.
   the normalised image series of a window, so it can be checked by hand and
   used in a notebook on any array.
 
-The pipeline (:func:`changedetect.pipeline.detect_changes` with
-``Config(buildings=...)``) reads each footprint's window from the stack and
-calls :func:`building_change`.
+* :func:`footprint_table` reads the footprints' windows of every date from
+  the stack, block by block, and calls :func:`building_change` for each one;
+  :func:`attach_building_ids` gives detected changes the id of the footprint
+  they fall on. The pipeline (:func:`changedetect.detect_changes` with
+  ``Config(buildings=...)``) runs both.
 
 Statuses
 --------
@@ -44,13 +46,17 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from .coregister import registration_term
-from .errors import CRSError, InputError, UnreadableFileError
-from .objects import outline_edges
-from .timeline import series_change
+from .confidence import confidence as change_confidence, extent_form
+from .coregister import registration_errors, registration_term
+from .detector import hysteresis
+from .errors import CRSError, InputError, NoOverlapError, UnreadableFileError
+from .objects import outline_edges, polygonize
+from .series import SeriesModel, read_series
+from .stack import Stack, area_m2
+from .timeline import masked_mean, series_change
 
-__all__ = ["ID_COLUMNS", "STATUSES", "read_footprints", "footprint_mask", "BuildingChange",
-           "building_change"]
+__all__ = ["ID_COLUMNS", "STATUSES", "read_footprints", "open_footprints", "footprint_mask", "BuildingChange",
+           "building_change", "footprint_kind", "footprint_windows", "footprint_table", "attach_building_ids"]
 
 #: Columns tried, in order, for the building id when none is named.
 ID_COLUMNS = ("building_id", "id", "Id", "ID", "osm_id", "osm_way_id", "fid")
@@ -357,20 +363,18 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     # centre every pixel on its own usable mean before averaging: a date on which only part of
     # the footprint is usable (a cloud edge, a nodata wedge) then measures the same thing as the
     # others, instead of the mean of a different set of pixels (a pad and a roof, roof and shadow)
-    uf = u.astype(np.float32)
-    own = np.einsum("tbp,tp->bp", px, uf) / np.maximum(uf.sum(axis=0), 1)
-    series = (np.einsum("tbp,tp->tb", px - own[None], uf) / np.maximum(n_use, 1)[:, None]
-              + own.mean(axis=1)[None])
+    own = masked_mean(px, u)
+    series = masked_mean(px - own[None], u, over="pixels") + own.mean(axis=1)[None]
     ch = series_change(series, observed, scale=np.asarray(scale), min_after=persistence) \
         if n_obs >= 1 + persistence else None
     stepped = (ch is not None and ch.magnitude >= 0.5 * min_magnitude and ch.fstat >= min_fstat)
 
     def scores(before_t):
         """Per-pixel distance of every date from the mean of the ``before_t`` dates, in sigmas."""
-        w = (u & before_t[:, None]).astype(np.float32)
-        base = np.einsum("tbp,tp->bp", px, w) / np.maximum(w.sum(axis=0), 1)
+        w = u & before_t[:, None]
+        base = masked_mean(px, w)
         d = np.sqrt(np.sum(((px - base[None]) * inv[None]) ** 2, axis=1))    # (dates, pixels)
-        return d, u & (w.sum(axis=0) > 0)[None]
+        return d, u & w.any(axis=0)[None]
 
     steps = np.arange(n_t)
     # the state before the step (or the building's usual state when it has none)
@@ -404,7 +408,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     # a step as large as min_magnitude counts
     outlined = int(ndi.binary_erosion(fp, iterations=2).sum()) >= _MIN_INTERIOR
     if stepped and outlined:
-        kind, built = _kind(images, usable, fp, before_t, observed & (steps >= ch.completed), scale)
+        kind, built = footprint_kind(images, usable, fp, before_t, observed & (steps >= ch.completed), scale)
     # a step counts when it is large, or covers a good part of the footprint, or when a
     # building appears or disappears (its outline comes or goes: rubble can look like a roof)
     appears = kind in ("new", "demolished") and max(built) >= 2.0 and max(built) >= 2.0 * min(built)
@@ -413,8 +417,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     if changed and kind == "modified":
         # a standing building whose roof only got brighter or darker in every band alike, by
         # less than max_gain, cannot be told from haze, sun angle or normalisation error
-        b_spec, a_spec = (np.einsum("tbp,tp->b", px[:, :n_spectral], (u & m[:, None]).astype(np.float32))
-                          / max(int((u & m[:, None]).sum()), 1)
+        b_spec, a_spec = (masked_mean(px[:, :n_spectral], u & m[:, None], over="all")
                           for m in (before_t, observed & (steps >= ch.completed)))
         # float64 sums, not a float32 BLAS dot: the same last bit on every CPU
         b_spec, a_spec = b_spec.astype(np.float64), a_spec.astype(np.float64)
@@ -454,15 +457,13 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         status = "unchanged"
     confidence = 0.0
     if changed:
-        significance = 1.0 - math.exp(-max(0.0, ch.magnitude / (0.5 * min_magnitude) - 1.0))
-        clean = ch.fstat / (ch.fstat + 4.0 * max(min_fstat, 1e-9)) if min_fstat > 0 else 1.0
-        persist = min(1.0, ch.n_after / (persistence + 1))
         rm = np.broadcast_to(np.asarray(registration_rmse_px, dtype=np.float64), (n_t,))
         fl = np.zeros(n_t, bool) if registration_flagged is None else np.asarray(registration_flagged, bool)
         ends = [ch.last_absent, ch.first_present]
         reg = registration_term([float(v) for v in rm[ends]], [bool(v) for v in fl[ends]])
-        extent = 0.5 + 0.5 * min(1.0, changed_fraction / 0.5)
-        confidence = significance * (0.5 + 0.5 * clean) * persist * reg * extent
+        confidence = change_confidence(ch.magnitude, ch.fstat, ch.n_after, min_magnitude=min_magnitude,
+                                       min_fstat=min_fstat, persistence=persistence, registration=reg,
+                                       form=extent_form(changed_fraction))
     return BuildingChange(
         status=status, kind=kind,
         first_present=int(ch.first_present) if changed else None,
@@ -477,7 +478,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         valid_fraction=valid_fraction.astype(np.float64))
 
 
-def _kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, tuple[float, float]]:
+def footprint_kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, tuple[float, float]]:
     """``new``, ``modified`` or ``demolished`` from how built the footprint looks before and after.
 
     Returns the kind and the two "built" measures (before, after).
@@ -491,8 +492,7 @@ def _kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, tuple[floa
     after: new; built only before (or less built after): demolished.
     """
     def composite(sel):
-        w = (usable & sel[:, None, None]).astype(np.float32)
-        return np.einsum("tbij,tij->bij", images, w) / np.maximum(w.sum(axis=0), 1)
+        return masked_mean(images, usable & sel[:, None, None])
 
     # gradient of pure observation noise in the band mean (Sobel / 8: about 0.54 sigma)
     noise = 0.54 * float(np.sqrt(np.mean(np.square(scale)) / len(scale)))
@@ -508,3 +508,172 @@ def _kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, tuple[floa
     if b >= 2.0 and a >= 2.0:
         return "modified", (b, a)
     return ("demolished" if a < b else "new"), (b, a)
+
+
+def open_footprints(path, stack: Stack, *, id_column: str | None = None):
+    """Read the footprints in ``path`` onto the stack's CRS; none of them on the imagery is an error.
+
+    Raises
+    ------
+    NoOverlapError
+        No footprint falls on the imagery (the message gives both extents).
+    """
+    from rasterio.transform import array_bounds
+    from shapely.geometry import box
+
+    fps = read_footprints(path, stack.crs, id_column=id_column)
+    extent = box(*array_bounds(stack.height, stack.width, stack.transform))
+    if not fps.intersects(extent).any():
+        fb = fps.total_bounds
+        raise NoOverlapError(
+            f"None of the {len(fps)} footprints in {path} falls on the imagery "
+            f"(footprints span {fb.round(1).tolist()}, imagery {list(np.round(extent.bounds, 1))} in "
+            f"{stack.crs.to_string()}); check that the file covers this site and that its CRS is right.")
+    return fps
+
+
+def footprint_windows(footprints, stack: Stack, margin: int):
+    """Per footprint: its pixel window on the grid, unclipped (row0, row1, col0, col1), grown by ``margin``."""
+    inv = ~stack.transform
+    b = footprints.geometry.bounds.to_numpy()
+    corners = [inv * (x, y) for x, y in ((b[:, 0], b[:, 1]), (b[:, 2], b[:, 3]),
+                                          (b[:, 0], b[:, 3]), (b[:, 2], b[:, 1]))]
+    cols = np.array([c for c, _ in corners])
+    rows = np.array([r for _, r in corners])
+    return np.stack([np.floor(rows.min(0)) - margin, np.ceil(rows.max(0)) + margin,
+                     np.floor(cols.min(0)) - margin, np.ceil(cols.max(0)) + margin],
+                    axis=1).astype(np.int64)
+
+
+def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_path, *, min_magnitude: float,
+                    persistence: int, block: int, progress=None, halo: int = 128):
+    """Change statistics of every given footprint, read block by block.
+
+    Footprints are grouped by the block of the grid holding their centre; each
+    group's windows are read together once (a footprint far larger than a block
+    is read on its own), so memory follows the block size, not the grid. The
+    change masks come from the per-pixel stage's step raster (``first_path``),
+    read with a ``halo`` for the hysteresis, not from a second step fit.
+    Returns the per-building records, the per-date rows and the change-mask polygons.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    dates = stack.dates
+    rmse, unregistered = registration_errors(regs)
+    margin = 4
+    wins = footprint_windows(footprints, stack, margin)
+    h, w = stack.shape
+    blk = block
+    centre = np.stack([(wins[:, 0] + wins[:, 1]) // 2, (wins[:, 2] + wins[:, 3]) // 2], axis=1)
+    key = np.clip(centre[:, 0] // blk, 0, None) * (w // blk + 2) + np.clip(centre[:, 1] // blk, 0, None)
+    inside = (wins[:, 1] > 0) & (wins[:, 0] < h) & (wins[:, 3] > 0) & (wins[:, 2] < w)
+    records: list = [None] * len(footprints)
+    date_rows: list = [None] * len(footprints)
+    masks: list = []
+    ids = footprints["building_id"].tolist()
+    geoms = footprints.geometry.values
+
+    def unobservable(i):
+        records[i] = {"building_id": ids[i], "status": "not_observable", "kind": None,
+                      "last_absent": None, "first_present": None, "confidence": 0.0, "score": 0.0,
+                      "changed_fraction": 0.0, "changed_area_m2": 0.0,
+                      "area_m2": round(area_m2(geoms[i], stack.crs), 2), "n_observations": 0,
+                      "n_before": 0, "n_after": 0}
+        date_rows[i] = [{"building_id": ids[i], "date": d.isoformat(), "status": "not_observable",
+                         "mean_score": float("nan"), "max_score": float("nan"),
+                         "changed_fraction": float("nan"), "valid_fraction": 0.0} for d in dates]
+
+    for i in np.flatnonzero(~inside):
+        unobservable(int(i))
+    groups: dict[int, list[int]] = {}
+    for i in np.flatnonzero(inside):
+        groups.setdefault(int(key[i]), []).append(int(i))
+    # a group is read as one window unless that window is much larger than a block
+    jobs = []
+    for k in sorted(groups):
+        members = groups[k]
+        r0, r1 = max(0, wins[members, 0].min()), min(h, wins[members, 1].max())
+        c0, c1 = max(0, wins[members, 2].min()), min(w, wins[members, 3].max())
+        if (r1 - r0) * (c1 - c0) <= 4 * blk * blk or len(members) == 1:
+            jobs.append((members, (int(r0), int(r1), int(c0), int(c1))))
+        else:
+            for i in members:
+                jobs.append(([i], (int(max(0, wins[i, 0])), int(min(h, wins[i, 1])),
+                                   int(max(0, wins[i, 2])), int(min(w, wins[i, 3])))))
+    done = 0
+    step_ds = rasterio.open(step_path)
+    for members, (r0, r1, c0, c1) in jobs:
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        images, usable = read_series(stack, model, window)
+        # the per-pixel change map, weak pixels kept where they join strong ones of the same
+        # date (as for objects); the halo lets the hysteresis see past the window's edge
+        g0, g1 = max(0, r0 - halo), min(h, r1 + halo)
+        f0, f1 = max(0, c0 - halo), min(w, c1 + halo)
+        keep, _ = hysteresis(*step_ds.read(window=Window(f0, g0, f1 - f0, g1 - g0)))
+        changed_px = keep[r0 - g0:r1 - g0, c0 - f0:c1 - f0]
+        for i in members:
+            wr0, wr1, wc0, wc1 = (int(v) for v in wins[i])
+            # rasterise on the unclipped window, so a footprint partly off the grid keeps its size
+            full = footprint_mask(geoms[i], stack.window_transform(Window(wc0, wr0, wc1 - wc0, wr1 - wr0)),
+                                  (wr1 - wr0, wc1 - wc0))
+            a0, a1, b0, b1 = max(wr0, r0), min(wr1, r1), max(wc0, c0), min(wc1, c1)
+            fp = full[a0 - wr0:a1 - wr0, b0 - wc0:b1 - wc0]
+            if not fp.any():
+                unobservable(i)
+                continue
+            sl = (slice(a0 - r0, a1 - r0), slice(b0 - c0, b1 - c0))
+            ch = building_change(images[(slice(None), slice(None)) + sl], usable[(slice(None),) + sl],
+                                 fp, scale=model.noise, min_magnitude=min_magnitude,
+                                 min_fstat=model.min_fstat, persistence=persistence,
+                                 changed_pixels=changed_px[sl], footprint_pixels=int(full.sum()),
+                                 registration_rmse_px=rmse, registration_flagged=unregistered,
+                                 n_spectral=stack.count)
+            px_area = area_m2(geoms[i], stack.crs) / max(int(full.sum()), 1)
+            records[i] = {
+                "building_id": ids[i], "status": ch.status, "kind": ch.kind,
+                "last_absent": None if ch.last_absent is None else dates[ch.last_absent].isoformat(),
+                "first_present": None if ch.first_present is None else dates[ch.first_present].isoformat(),
+                "confidence": round(ch.confidence, 3), "score": round(ch.score, 3),
+                "changed_fraction": round(ch.changed_fraction, 4),
+                "changed_area_m2": round(float(ch.change_mask.sum()) * px_area, 2),
+                "area_m2": round(area_m2(geoms[i], stack.crs), 2), "n_observations": ch.n_observations,
+                "n_before": ch.n_before, "n_after": ch.n_after}
+            date_rows[i] = [{"building_id": ids[i], "date": d.isoformat(), "status": ch.date_status[t],
+                             "mean_score": round(float(ch.mean_score[t]), 3),
+                             "max_score": round(float(ch.max_score[t]), 3),
+                             "changed_fraction": round(float(ch.date_changed_fraction[t]), 4),
+                             "valid_fraction": round(float(ch.valid_fraction[t]), 4)}
+                            for t, d in enumerate(dates)]
+            if ch.change_mask.any():
+                geom = polygonize(ch.change_mask, stack.window_transform(Window(b0, a0, b1 - b0, a1 - a0)))
+                masks.append({"building_id": ids[i], "area_m2": round(area_m2(geom, stack.crs), 2),
+                              "geometry": geom})
+        done += len(members)
+        if progress is not None:
+            progress("buildings", done, int(inside.sum()))
+    step_ds.close()
+    return records, [r for rows in date_rows for r in rows], masks
+
+
+def attach_building_ids(changes, footprints) -> None:
+    """Give each detected change the id of the footprint it mostly falls on (in place).
+
+    A change belongs to a footprint when their overlap covers at least half of
+    either: an annex on a mapped building, or a mapped building found as a change.
+    """
+    if len(changes) == 0 or len(footprints) == 0:
+        return
+    import shapely
+
+    tree = shapely.STRtree(footprints.geometry.values)
+    out = []
+    for g in changes.geometry.values:
+        best, best_ov = None, 0.0
+        for j in tree.query(g, predicate="intersects"):
+            f = footprints.geometry.values[j]
+            ov = shapely.area(shapely.intersection(g, f))
+            if ov >= 0.5 * min(g.area, f.area) and ov > best_ov:
+                best, best_ov = footprints["building_id"].iloc[j], ov
+        out.append(best)
+    changes["building_id"] = out

@@ -56,6 +56,7 @@ from scipy import ndimage as ndi
 
 from . import portable
 from .errors import ChangeDetectWarning, InputError, RegistrationError
+from .io import raster_profile
 from .stack import Stack, apply_mapping, compose_mapping
 
 __all__ = ["Shift", "estimate_shift", "Registration", "register_scene", "coregister", "save_registered",
@@ -1190,9 +1191,8 @@ def save_registered(stack: Stack, registrations, out_dir, *, block: int = 1024,
         record = {k: v for k, v in reg.to_dict().items() if k != "tiepoints"}
         path = out / f"{Path(scene.name).stem}_registered.tif"
         tmp = out / f".{path.name}.part"
-        profile = dict(driver="GTiff", width=stack.width, height=stack.height, count=stack.count,
-                       dtype=dtype.name, crs=stack.crs, transform=stack.transform, nodata=nodata,
-                       tiled=True, blockxsize=256, blockysize=256, compress="deflate")
+        profile = raster_profile(stack.width, stack.height, stack.count, dtype, crs=stack.crs,
+                                 transform=stack.transform, nodata=nodata)
         try:
             with rasterio.open(tmp, "w", **profile) as dst:
                 dst.update_tags(TIFFTAG_DATETIME=scene.date.strftime("%Y:%m:%d 00:00:00"),

@@ -1,4 +1,4 @@
-"""Per-pixel change kernels, thresholds and illumination masks.
+"""Per-pixel change kernels of a pair and their thresholds.
 
 Kernels are pure functions on ``(bands, rows, cols)`` arrays (any real dtype,
 any band count) with an optional validity mask ``valid`` of shape
@@ -75,83 +75,29 @@ https://doi.org/10.1109/TGRS.2004.842441
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import portable
-from .errors import EmptyDataError, InputError
+from .arrays import check_pair, out_array, run_rows, sample_pixels, take_pixels, zero_invalid
+from .errors import InputError
+from .mad import IRMAD, fit_irmad
 
-__all__ = ["difference", "ratio", "log_ratio", "cva", "CVA", "robust_scale", "MADTransform", "fit_irmad",
-           "irmad", "IRMAD", "pca_kmeans", "structural", "change_score",
+__all__ = ["difference", "ratio", "log_ratio", "cva", "CVA", "robust_scale",
+           "irmad", "pca_kmeans", "structural", "change_score", "METHODS", "THRESHOLDS",
            "Threshold", "threshold_otsu", "threshold_kittler", "threshold_gmm", "threshold_chi2",
-           "choose_threshold", "change_mask", "cloud_mask", "shadow_like", "illumination_mask",
-           "local_correlation", "sample_pixels"]
+           "choose_threshold", "change_mask"]
 
-_METHODS = ("cva", "difference", "log_ratio", "irmad", "pca_kmeans", "structural")
-_THRESHOLDS = ("chi2", "otsu", "kittler", "gmm")
+#: Change kernels of :func:`change_score`.
+METHODS = ("cva", "difference", "log_ratio", "irmad", "pca_kmeans", "structural")
+#: Threshold rules of :func:`choose_threshold`.
+THRESHOLDS = ("chi2", "otsu", "kittler", "gmm")
 
 # pixels per chunk of the streaming kernels: a (bands, chunk) float32 temporary stays in
 # a 1 MiB L2 cache with few enough ufunc calls (measured best in benchmarks/kernels.py)
 _CHUNK_PIXELS = 1 << 16
-
-
-def _check(before: np.ndarray, after: np.ndarray, valid=None) -> None:
-    if before.shape != after.shape:
-        raise InputError(f"before and after must have the same shape, got {before.shape} and {after.shape}.")
-    if before.ndim != 3:
-        raise InputError(f"Kernels take (bands, rows, cols) arrays, got {before.ndim} dimensions.")
-    if before.shape[0] < 1:
-        raise InputError("Kernels need at least one band.")
-    if valid is not None and np.shape(valid) != before.shape[1:]:
-        raise InputError(f"valid must have shape (rows, cols) = {before.shape[1:]}, got {np.shape(valid)}.")
-
-
-def _out(out, shape, name: str = "out") -> np.ndarray:
-    if out is None:
-        return np.empty(shape, dtype=np.float32)
-    if out.shape != tuple(shape) or out.dtype != np.float32:
-        raise InputError(f"{name} must be a float32 array of shape {tuple(shape)}, got "
-                         f"{out.dtype} {out.shape}.")
-    return out
-
-
-def _zero_invalid(out: np.ndarray, valid) -> np.ndarray:
-    if valid is not None:
-        inv = ~np.asarray(valid, bool)
-        if inv.any():
-            out[..., inv] = 0
-    return out
-
-
-def sample_pixels(valid: np.ndarray | None, shape: tuple[int, int], max_pixels: int) -> np.ndarray:
-    """Flat indices of at most ``max_pixels`` valid pixels at a regular stride (deterministic).
-
-    Statistics (noise scales, IR-MAD covariances, cluster centres) converge long
-    before every pixel is used; a regular stride keeps them reproducible.
-
-    Examples
-    --------
-    >>> sample_pixels(None, (10, 10), 25)[:5].tolist()
-    [0, 4, 8, 12, 16]
-    """
-    if valid is None:
-        n = shape[0] * shape[1]
-        return np.arange(0, n, max(1, -(-n // max_pixels)), dtype=np.int64)
-    idx = np.flatnonzero(np.asarray(valid, bool).ravel())
-    if idx.size > max_pixels:
-        idx = idx[:: -(-idx.size // max_pixels)]
-    return idx
-
-
-def _take(image: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """(bands, n) float64 values of ``image`` at flat pixel indices."""
-    b = image.shape[0]
-    flat = image.reshape(b, -1) if image.flags.c_contiguous else image.reshape(b, -1).copy()
-    return flat[:, idx].astype(np.float64)
 
 
 # --------------------------------------------------------------------------- simple kernels
@@ -169,15 +115,15 @@ def difference(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | Non
     >>> difference(np.ones((1, 1, 2)), np.full((1, 1, 2), 3.0)).tolist()
     [[[2.0, 2.0]]]
     """
-    _check(before, after, valid)
-    out = _out(out, before.shape)
+    check_pair(before, after, valid)
+    out = out_array(out, before.shape)
     b, rows, cols = before.shape
 
     def work(sl, buf):
         np.subtract(after[:, sl], before[:, sl], out=out[:, sl], dtype=np.float32, casting="unsafe")
 
-    _run_rows(rows, cols * b, work, lambda step: None, threads, chunk_pixels=1 << 18)
-    return _zero_invalid(out, valid)
+    run_rows(rows, cols * b, work, lambda step: None, threads, chunk_pixels=1 << 18)
+    return zero_invalid(out, valid)
 
 
 def ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
@@ -195,8 +141,8 @@ def ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
     >>> ratio(np.full((1, 1, 2), 3.0), np.full((1, 1, 2), 7.0)).tolist()
     [[[2.0, 2.0]]]
     """
-    _check(before, after, valid)
-    out = _out(out, before.shape)
+    check_pair(before, after, valid)
+    out = out_array(out, before.shape)
     b, rows, cols = before.shape
     e = np.float32(eps)
 
@@ -208,7 +154,7 @@ def ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             np.divide(o, t, out=o)
 
-    _run_rows(rows, cols * b, work, lambda step: (np.empty((b, step, cols), np.float32),), threads,
+    run_rows(rows, cols * b, work, lambda step: (np.empty((b, step, cols), np.float32),), threads,
               chunk_pixels=1 << 18)
     if valid is not None:
         inv = ~np.asarray(valid, bool)
@@ -247,8 +193,8 @@ def log_ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
     >>> float(log_ratio(np.full((1, 1, 1), 9.0), np.full((1, 1, 1), 99.0), eps=1.0)[0, 0, 0])
     2.302585...
     """
-    _check(before, after, valid)
-    out = _out(out, before.shape)
+    check_pair(before, after, valid)
+    out = out_array(out, before.shape)
     b, rows, cols = before.shape
     tiny = np.float32(np.finfo(np.float32).tiny)
     e = np.float32(eps)
@@ -268,43 +214,8 @@ def log_ratio(before: np.ndarray, after: np.ndarray, *, eps: float = 1.0,
     def buffers(step):
         return (np.empty((b, step, cols), np.float32),)
 
-    _run_rows(rows, cols * b, work, buffers, threads)
-    return _zero_invalid(out, valid)
-
-
-def _n_threads(threads: int | None) -> int:
-    if threads is None:
-        return max(1, min(os.cpu_count() or 1, 8))
-    if threads < 1:
-        raise InputError(f"threads={threads} must be at least 1.")
-    return int(threads)
-
-
-def _run_rows(rows: int, row_pixels: int, work, buffers, threads: int | None,
-              chunk_pixels: int = 1 << 17) -> None:
-    """Call ``work(row_slice, buffers)`` over row chunks of about ``chunk_pixels`` values.
-
-    Chunks are dealt round-robin to ``threads`` workers, each with its own
-    scratch ``buffers(step)``; NumPy releases the GIL inside ufuncs, so the
-    workers run in parallel.
-    """
-    step = max(1, chunk_pixels // max(row_pixels, 1))
-    slices = [slice(r, min(rows, r + step)) for r in range(0, rows, step)]
-    n = min(_n_threads(threads), len(slices))
-
-    def run(part):
-        buf = buffers(step)
-        for sl in part:
-            work(sl, buf)
-
-    if n <= 1:
-        run(slices)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(n) as ex:
-        for f in [ex.submit(run, slices[i::n]) for i in range(n)]:
-            f.result()
+    run_rows(rows, cols * b, work, buffers, threads)
+    return zero_invalid(out, valid)
 
 
 def robust_scale(diff: np.ndarray, valid: np.ndarray | None = None, *,
@@ -324,7 +235,7 @@ def robust_scale(diff: np.ndarray, valid: np.ndarray | None = None, *,
     idx = sample_pixels(valid, diff.shape[1:], max_pixels)
     if idx.size == 0:
         return np.ones(diff.shape[0], dtype=np.float32)
-    flat = _take(diff, idx)
+    flat = take_pixels(diff, idx)
     med = np.median(flat, axis=1, keepdims=True)
     mad = 1.4826 * np.median(np.abs(flat - med), axis=1)
     return np.maximum(mad, 1e-6).astype(np.float32)
@@ -393,16 +304,16 @@ def cva(before: np.ndarray, after: np.ndarray, *, scale: np.ndarray | None = Non
     >>> round(float(c.direction[0, 0]), 4)                               # uniform darkening
     3.1416
     """
-    _check(before, after, valid)
+    check_pair(before, after, valid)
     nb, rows, cols = before.shape
     if scale is None:
         idx = sample_pixels(valid, (rows, cols), 1 << 20)
-        d = _take(after, idx) - _take(before, idx)
+        d = take_pixels(after, idx) - take_pixels(before, idx)
         scale = robust_scale(d[:, None, :])
     inv = (1.0 / np.asarray(scale, dtype=np.float64)).astype(np.float32)
     if inv.shape != (nb,):
         raise InputError(f"scale must have one value per band ({nb}), got shape {inv.shape}.")
-    mag = _out(out, (rows, cols))
+    mag = out_array(out, (rows, cols))
     dirn = np.empty((rows, cols), np.float32) if direction else None
     inv2 = (inv * inv / nb).astype(np.float32)      # mean of squares as one matrix product
 
@@ -427,294 +338,17 @@ def cva(before: np.ndarray, after: np.ndarray, *, scale: np.ndarray | None = Non
             np.clip(s, -1, 1, out=s)
             s[...] = portable.arccos(s)
 
-    _run_rows(rows, cols, work, lambda step: (np.empty((nb, step, cols), np.float32),
+    run_rows(rows, cols, work, lambda step: (np.empty((nb, step, cols), np.float32),
                                               np.empty((step, cols), np.float32)), threads,
               chunk_pixels=_CHUNK_PIXELS)
-    _zero_invalid(mag, valid)
+    zero_invalid(mag, valid)
     if not direction:
         return mag
-    _zero_invalid(dirn, valid)
+    zero_invalid(dirn, valid)
     return CVA(magnitude=mag, direction=dirn, scale=np.asarray(scale, np.float32))
 
 
 # --------------------------------------------------------------------------- IR-MAD
-
-
-def _chi2_sf(x: np.ndarray, dof: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Upper tail of chi2(dof), float32, vectorised; closed form for even ``dof`` up to 16.
-
-    ``x / 2`` is clipped at 200 for the closed form: the tail underflows to 0
-    there, and the series stays far from float32 overflow.
-    """
-    if dof % 2 == 0 and dof <= 16:
-        h = np.multiply(x, np.float32(0.5), dtype=np.float32)
-        np.clip(h, 0, 200, out=h)
-        term = np.ones_like(h)
-        acc = np.ones_like(h)
-        for k in range(1, dof // 2):
-            term *= h
-            term *= np.float32(1.0 / k)
-            acc += term
-        np.negative(h, out=h)
-        portable.exp(h, out=h)
-        if out is None:
-            out = acc
-        np.multiply(acc, h, out=out)
-        return out
-    from scipy.special import gammaincc
-
-    res = gammaincc(dof / 2.0, np.asarray(x, np.float64) / 2.0)
-    if out is None:
-        return res.astype(np.float32)
-    out[...] = res
-    return out
-
-
-@dataclass(frozen=True)
-class MADTransform:
-    """A fitted (IR-)MAD transformation: apply it to any window of the pair.
-
-    ``MAD_i = a_i . (before - mean_before) - b_i . (after - mean_after)``,
-    ordered from the least correlated canonical pair (largest change variance)
-    to the most; ``sigma_i = sqrt(2 (1 - rho_i))`` is each variate's no-change
-    standard deviation, so ``chi2 = sum_i (MAD_i / sigma_i) ** 2`` follows
-    chi2(bands) where nothing changed.
-
-    Attributes
-    ----------
-    a, b : ndarray, (bands, bands)
-        Canonical vectors (one per row) of ``before`` and ``after``.
-    mean_before, mean_after : ndarray, (bands,)
-        Weighted (no-change) means.
-    rho : ndarray, (bands,)
-        Canonical correlations, ascending.
-    sigma : ndarray, (bands,)
-        No-change standard deviation of each MAD variate: ``sqrt(2 (1 - rho))``
-        in theory; here measured robustly (1.4826 × median absolute deviation)
-        on the sample, because the reweighted covariance underestimates it
-        (see ``_robust_sigma``).
-    iterations : int
-        Re-weighting iterations done (1 = the plain MAD of Nielsen et al. 1998).
-    converged : bool
-        The largest change of a canonical correlation fell below the tolerance.
-    n_pixels : int
-        Pixels the statistics were computed on.
-    """
-
-    a: np.ndarray
-    b: np.ndarray
-    mean_before: np.ndarray
-    mean_after: np.ndarray
-    rho: np.ndarray
-    sigma: np.ndarray
-    iterations: int
-    converged: bool
-    n_pixels: int
-
-    @property
-    def n_bands(self) -> int:
-        return int(self.rho.size)
-
-    def to_dict(self) -> dict:
-        """JSON-ready record."""
-        return {"rho": [round(float(r), 6) for r in self.rho],
-                "sigma": [round(float(s), 6) for s in self.sigma],
-                "iterations": self.iterations, "converged": self.converged,
-                "n_pixels": self.n_pixels}
-
-    def apply(self, before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None,
-              variates: bool = False, pvalue: bool = True, threads: int | None = None) -> "IRMAD":
-        """MAD variates, chi-square and no-change p-value of every pixel of a window.
-
-        Streams through row chunks; memory is the output plus a chunk.
-        """
-        _check(before, after, valid)
-        nb, rows, cols = before.shape
-        if nb != self.n_bands:
-            raise InputError(f"This MAD transformation has {self.n_bands} bands; the images have {nb}.")
-        # scaled so that each variate has unit no-change variance
-        wa = (self.a / self.sigma[:, None]).astype(np.float32)
-        wb = (self.b / self.sigma[:, None]).astype(np.float32)
-        c = portable.dot(wa, self.mean_before) - portable.dot(wb, self.mean_after)
-        c = c.astype(np.float32)[:, None]
-        chi2 = np.empty((rows, cols), np.float32)
-        p = np.empty((rows, cols), np.float32) if pvalue else None
-        mad = np.empty((nb, rows, cols), np.float32) if variates else None
-
-        def work(sl, buf):
-            xb, xa, m, m2 = buf
-            k = (sl.stop - sl.start) * cols
-            xb[:, :k].reshape(nb, -1, cols)[...] = before[:, sl]
-            xa[:, :k].reshape(nb, -1, cols)[...] = after[:, sl]
-            mk = m[:, :k]
-            portable.combine_bands(wa, xb[:, :k], out=mk)
-            portable.combine_bands(wb, xa[:, :k], out=m2[:, :k])
-            mk -= m2[:, :k]
-            mk -= c
-            if variates:
-                mad[:, sl] = mk.reshape(nb, -1, cols)
-            np.square(mk, out=mk)
-            np.sum(mk, axis=0, out=chi2[sl].reshape(-1))
-            if pvalue:
-                _chi2_sf(chi2[sl], nb, out=p[sl])
-
-        _run_rows(rows, cols, work, lambda step: tuple(np.empty((nb, step * cols), np.float32)
-                                                        for _ in range(4)), threads,
-                  chunk_pixels=1 << 14)
-        _zero_invalid(chi2, valid)
-        if pvalue and valid is not None:
-            p[~np.asarray(valid, bool)] = 1.0
-        if variates:
-            _zero_invalid(mad, valid)
-        return IRMAD(chi2=chi2, pvalue=p, variates=mad, transform=self)
-
-
-@dataclass(frozen=True)
-class IRMAD:
-    """IR-MAD of a pair (see :func:`irmad`).
-
-    Attributes
-    ----------
-    chi2 : ndarray, float32, (rows, cols)
-        Sum of squared standardised MAD variates: chi2(bands) under no change;
-        0 where invalid.
-    pvalue : ndarray, float32, (rows, cols) or None
-        Probability of a chi-square at least this large under no change (1
-        where invalid); change where ``pvalue < alpha``.
-    variates : ndarray, float32, (bands, rows, cols) or None
-        The MAD variates in no-change standard deviations.
-    transform : MADTransform
-    """
-
-    chi2: np.ndarray
-    pvalue: np.ndarray | None
-    variates: np.ndarray | None
-    transform: MADTransform
-
-
-def _canonical(cov: np.ndarray, nb: int):
-    """Canonical correlation analysis of a (2B, 2B) covariance: (a, b, rho) ascending."""
-    # portable's solve, eigh and dot: small matrices in a fixed order of operations, so the
-    # transformation (and every pixel's chi-square) is the same on every CPU
-    solve, eigh, dot = portable.solve, portable.eigh, portable.dot
-    sxx, syy, sxy = cov[:nb, :nb], cov[nb:, nb:], cov[:nb, nb:]
-    # a tiny ridge keeps constant or collinear bands solvable (regularised MAD)
-    rx = 1e-10 * max(np.trace(sxx) / nb, 1e-300)
-    ry = 1e-10 * max(np.trace(syy) / nb, 1e-300)
-    sxx = sxx + rx * np.eye(nb)
-    syy = syy + ry * np.eye(nb)
-    m = dot(sxy, solve(syy, sxy.T))
-    m = 0.5 * (m + m.T)
-    rho2, a = eigh(m, sxx)                          # ascending, a.T sxx a = I
-    rho = np.sqrt(np.clip(rho2, 0.0, 1.0))
-    b = solve(syy, dot(sxy.T, a)) / np.maximum(rho, 1e-12)
-    # deterministic signs: each before-variate correlates positively with the bands' sum
-    s = np.sign(np.sum(dot(sxx, a), axis=0))
-    s[s == 0] = 1
-    return (a * s).T, (b * s).T, rho
-
-
-@functools.lru_cache(maxsize=None)
-def _weighted_shrink(nb: int) -> float:
-    """``kappa = E[w X] / (nb E[w])`` for ``X ~ chi2(nb)`` and weight ``w = P(chi2 > X)``.
-
-    Nielsen (2007) takes a MAD variate's variance ``2 (1 - rho)`` from the
-    covariance weighted by the no-change probabilities; but weights that
-    favour small residuals shrink that covariance by ``kappa`` (< 1) even when
-    nothing changed, so chi-square is inflated, the weights shrink further and
-    the iteration can collapse onto a few pixels (rho -> 1). Dividing by
-    ``kappa`` removes the bias and keeps the iteration smooth and stable.
-    """
-    from scipy import integrate, stats
-
-    num = integrate.quad(lambda x: x * stats.chi2.pdf(x, nb) * stats.chi2.sf(x, nb), 0, np.inf)[0]
-    return float(num / (0.5 * nb))           # E[sf(X)] = 1/2: sf(X) is uniform
-
-
-def _robust_sigma(mad: np.ndarray) -> np.ndarray:
-    """Final no-change standard deviation of each MAD variate: 1.4826 × median absolute deviation.
-
-    Invariant like the variates themselves, and it keeps chi-square
-    calibrated on real, heavy-tailed data (the p-values of unchanged pixels
-    are uniform, see the tests).
-    """
-    med = np.median(mad, axis=1, keepdims=True)
-    sigma = 1.4826 * np.median(np.abs(mad - med), axis=1)
-    return np.maximum(sigma, 1e-12 * np.maximum(np.abs(mad).max(axis=1), 1e-300))
-
-
-def fit_irmad(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None,
-              max_iter: int = 50, tol: float = 1e-4, max_pixels: int = 1 << 19,
-              reweight: bool = True) -> MADTransform:
-    """Fit the iteratively reweighted MAD transformation of a pair (Nielsen 2007).
-
-    Canonical correlation analysis of ``before`` and ``after`` gives pairs of
-    linear combinations that are as correlated as possible; their differences,
-    the MAD variates, hold the change, orthogonally, and are invariant to any
-    per-band (indeed any invertible linear) transformation of either image:
-    gains, offsets, a different sensor or season. Each iteration weights every
-    pixel by its probability of no change (the chi-square upper tail) and
-    refits, so changed pixels stop steering the statistics. Statistics are
-    computed on at most ``max_pixels`` valid pixels at a regular stride (a
-    (2B, 2B) covariance is estimated to ~0.1 % from half a million pixels);
-    :meth:`MADTransform.apply` then streams over every pixel.
-
-    Parameters
-    ----------
-    before, after : ndarray, shape (bands, rows, cols)
-    valid : ndarray of bool, shape (rows, cols), optional
-    max_iter : int
-        Most re-weighting iterations.
-    tol : float
-        Stop when no canonical correlation moves by more than this.
-    max_pixels : int
-    reweight : bool
-        False gives the plain, single-pass MAD.
-
-    Returns
-    -------
-    MADTransform
-
-    Raises
-    ------
-    EmptyDataError
-        Fewer than ``10 * bands`` valid pixels.
-    """
-    _check(before, after, valid)
-    nb = before.shape[0]
-    idx = sample_pixels(valid, before.shape[1:], max_pixels)
-    if idx.size < max(10 * nb, 20):
-        raise EmptyDataError(f"IR-MAD needs at least {max(10 * nb, 20)} valid pixels; "
-                             f"{idx.size} are valid in both images.")
-    z = np.vstack([_take(before, idx), _take(after, idx)])       # (2B, n) float64
-    n = z.shape[1]
-    w = np.ones(n)
-    rho_old = None
-    converged = False
-    it = 0
-    for it in range(1, (max_iter if reweight else 1) + 1):
-        sw = w.sum()
-        mean = portable.dot(z, w) / sw
-        zc = z - mean[:, None]
-        cov = np.einsum("in,jn->ij", zc * w, zc) / sw
-        a, b, rho = _canonical(cov, nb)
-        if rho_old is not None and np.max(np.abs(rho - rho_old)) < tol:
-            converged = True
-            break
-        rho_old = rho
-        if not reweight:
-            break
-        # weighted variance of a MAD variate is 2 (1 - rho); under no change it is kappa
-        # times the true one (see _weighted_shrink)
-        sigma = np.sqrt(np.maximum(2.0 * (1.0 - rho), 1e-300) / _weighted_shrink(nb))
-        mad = (portable.dot(a, zc[:nb]) - portable.dot(b, zc[nb:])) / sigma[:, None]
-        w = _chi2_sf(np.sum(mad * mad, axis=0), nb).astype(np.float64)
-        if w.sum() <= 1e-9 * n:
-            w = np.ones(n)                           # everything changed: nothing to weight
-    # final calibration of each variate's no-change spread, robust to heavy tails
-    sigma = _robust_sigma(portable.dot(a, z[:nb] - mean[:nb, None]) - portable.dot(b, z[nb:] - mean[nb:, None]))
-    return MADTransform(a=a, b=b, mean_before=mean[:nb], mean_after=mean[nb:], rho=rho, sigma=sigma,
-                        iterations=it, converged=converged or not reweight, n_pixels=int(n))
 
 
 def irmad(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None,
@@ -765,7 +399,7 @@ def pca_kmeans(before: np.ndarray, after: np.ndarray, *, block: int = 3, energy:
     """
     from scipy import ndimage as ndi
 
-    _check(before, after, valid)
+    check_pair(before, after, valid)
     if block < 2 or iterations < 1:
         raise InputError("pca_kmeans needs block >= 2 and iterations >= 1.")
     d = cva(before, after, scale=scale, valid=valid)
@@ -817,7 +451,7 @@ def pca_kmeans(before: np.ndarray, after: np.ndarray, *, block: int = 3, energy:
     score = portable.combine_bands(g[None], feats.reshape(s, -1)).reshape(rows, cols)
     score += k0
     score /= norm
-    return _zero_invalid(score.astype(np.float32, copy=False), valid)
+    return zero_invalid(score.astype(np.float32, copy=False), valid)
 
 
 # --------------------------------------------------------------------------- structure
@@ -862,7 +496,7 @@ def structural(before: np.ndarray, after: np.ndarray, *, size: int = 7,
     """
     from scipy import ndimage as ndi
 
-    _check(before, after, valid)
+    check_pair(before, after, valid)
     x = before.mean(axis=0, dtype=np.float32)
     y = after.mean(axis=0, dtype=np.float32)
     v = None
@@ -890,7 +524,7 @@ def structural(before: np.ndarray, after: np.ndarray, *, size: int = 7,
             prod += u * w
             out[sl] = ndi.uniform_filter(prod, size, mode="nearest")[inner]
 
-    _run_rows(rows, cols, sums, lambda step: None, threads, chunk_pixels=1 << 17)
+    run_rows(rows, cols, sums, lambda step: None, threads, chunk_pixels=1 << 17)
     idx = sample_pixels(v if v is not None and v.any() else None, (rows, cols), 1 << 20)
     c1 = np.float32(max(floor * float(np.median(s11.ravel()[idx])), 1e-30))
     c2 = np.float32(max(floor * float(np.median(s22.ravel()[idx])), 1e-30))
@@ -907,8 +541,8 @@ def structural(before: np.ndarray, after: np.ndarray, *, size: int = 7,
         r *= np.float32(0.5)
         r *= ev
 
-    _run_rows(rows, cols, finish, lambda step: None, threads, chunk_pixels=1 << 16)
-    return _zero_invalid(s12, valid)
+    run_rows(rows, cols, finish, lambda step: None, threads, chunk_pixels=1 << 16)
+    return zero_invalid(s12, valid)
 
 
 def change_score(before: np.ndarray, after: np.ndarray, *, method: str = "cva",
@@ -919,8 +553,8 @@ def change_score(before: np.ndarray, after: np.ndarray, *, method: str = "cva",
     same on log-ratios; ``irmad``: IR-MAD chi-square; ``pca_kmeans``: signed
     k-means margin; ``structural``: loss of gradient correlation.
     """
-    if method not in _METHODS:
-        raise InputError(f"Unknown change method '{method}'; choose one of {', '.join(_METHODS)}.")
+    if method not in METHODS:
+        raise InputError(f"Unknown change method '{method}'; choose one of {', '.join(METHODS)}.")
     if method == "log_ratio":
         lr = log_ratio(before, after, valid=valid)
         s = robust_scale(lr, valid) if scale is None else scale
@@ -1086,8 +720,8 @@ def choose_threshold(values: np.ndarray, *, method: str = "chi2", n_bands: int =
 
     Data-driven rules look only at valid pixels.
     """
-    if method not in _THRESHOLDS:
-        raise InputError(f"Unknown threshold '{method}'; choose one of {', '.join(_THRESHOLDS)}.")
+    if method not in THRESHOLDS:
+        raise InputError(f"Unknown threshold '{method}'; choose one of {', '.join(THRESHOLDS)}.")
     if method == "chi2":
         return Threshold(threshold_chi2(n_bands, alpha=alpha, statistic=statistic),
                          f"chi2(alpha={alpha:g}, bands={n_bands})")
@@ -1108,165 +742,3 @@ def change_mask(score: np.ndarray, *, threshold: float, valid: np.ndarray | None
 
 # --------------------------------------------------------------------------- clouds and shadows
 
-
-def cloud_mask(image: np.ndarray, *, valid: np.ndarray | None = None, bright: float = 1.6,
-               max_saturation: float = 0.25, max_texture: float = 0.04, min_pixels: int = 400,
-               edge_bright: float = 1.25, edge_saturation: float = 0.35, grow: int = 2,
-               visible: slice | tuple = slice(0, 3)) -> np.ndarray:
-    """Clouds in one image: bright, white and smooth cores, large, with their soft edges.
-
-    Rules, on the band mean ``L`` and the ``visible`` bands (the first three):
-
-    1. core: ``L >= bright`` × the median of ``L`` over valid pixels, white or
-       grey (saturation ``(max - min) / max <= max_saturation``) and smooth
-       (standard deviation of ``L`` in 5 × 5 windows ``<= max_texture`` × ``L``:
-       clouds are soft, roofs have edges and fittings);
-    2. large: a core region must hold at least ``min_pixels`` pixels;
-    3. edges: a cloud's thin, semi-transparent edge shows the ground through
-       it, so it is neither bright nor smooth enough for rule 1; the mask
-       extends from a core over connected pixels with ``L >= edge_bright`` ×
-       the median and saturation ``<= edge_saturation`` (hysteresis), then
-       grows by ``grow`` pixels.
-
-    Rule 2 keeps single white roofs out; a white roof larger than
-    ``min_pixels`` on flat ground can still be taken for a cloud, which is why
-    a time series, where a cloud comes and goes, is the stronger test (the
-    transient rule of :mod:`changedetect.pipeline`).
-
-    Returns
-    -------
-    ndarray of bool, (rows, cols)
-    """
-    from scipy import ndimage as ndi
-
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim != 3:
-        raise InputError("cloud_mask takes a (bands, rows, cols) image.")
-    v = np.ones(img.shape[1:], bool) if valid is None else np.asarray(valid, bool)
-    if not v.any():
-        return np.zeros(img.shape[1:], bool)
-    lum = img.mean(axis=0)
-    vis = img[visible] if img.shape[0] >= 3 else img
-    mx, mn = vis.max(axis=0), vis.min(axis=0)
-    sat = (mx - mn) / np.maximum(mx, 1e-6)
-    m1 = ndi.uniform_filter(lum, 5, mode="nearest")
-    m2 = ndi.uniform_filter(lum * lum, 5, mode="nearest")
-    tex = np.sqrt(np.maximum(m2 - m1 * m1, 0))
-    med = float(np.median(lum[v]))
-    core = v & (lum >= bright * med) & (sat <= max_saturation) & (tex <= max_texture * np.maximum(lum, 1e-6))
-    lab, n = ndi.label(core)
-    if n == 0:
-        return core
-    sizes = np.bincount(lab.ravel(), minlength=n + 1)
-    big = sizes >= min_pixels
-    big[0] = False
-    core = big[lab]
-    if not core.any():
-        return core
-    edge = v & (lum >= edge_bright * med) & (sat <= edge_saturation) | core
-    lab, n = ndi.label(edge)
-    hit = np.zeros(n + 1, bool)
-    hit[np.unique(lab[core])] = True
-    hit[0] = False
-    out = hit[lab]
-    if grow > 0:
-        out = ndi.binary_dilation(out, iterations=grow)
-    return out & v
-
-
-def shadow_like(before: np.ndarray, after: np.ndarray, *, dark: float, angle_deg: float = 6.0,
-                ratio: tuple[float, float] = (0.2, 0.8)) -> np.ndarray:
-    """Pixels whose change is a darkening or brightening with the same colour.
-
-    A shadow (of a building moving with the sun, or of a cloud) scales all
-    bands by about the same factor: the spectral angle between ``before`` and
-    ``after`` stays below ``angle_deg`` while brightness changes by a factor
-    in ``ratio`` (or its inverse), and the darker of the two states is below
-    ``dark``. Such changes are illumination, not construction.
-
-    Examples
-    --------
-    >>> before = np.full((3, 1, 2), 1000.0)
-    >>> after = before.copy(); after[:, 0, 0] *= 0.45; after[:, 0, 1] = [300, 900, 1500]
-    >>> shadow_like(before, after, dark=600.0).tolist()
-    [[True, False]]
-    """
-    _check(before, after)
-    before = np.asarray(before, dtype=np.float32)
-    after = np.asarray(after, dtype=np.float32)
-    bb = before.mean(axis=0)
-    ba = after.mean(axis=0)
-    dot = np.einsum("bij,bij->ij", before, after)
-    na = np.sqrt(np.einsum("bij,bij->ij", after, after))
-    nb = np.sqrt(np.einsum("bij,bij->ij", before, before))
-    cosang = dot / np.maximum(na * nb, 1e-6)
-    same_colour = cosang >= np.cos(np.radians(angle_deg))
-    r = ba / np.maximum(bb, 1e-6)
-    lo, hi = ratio
-    scaled = ((r >= lo) & (r <= hi)) | ((r >= 1 / hi) & (r <= 1 / lo))
-    return same_colour & scaled & (np.minimum(ba, bb) < dark)
-
-
-def illumination_mask(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None,
-                      dark_quantile: float = 0.3, min_correlation: float = 0.5,
-                      clouds: bool = True, shadows: bool = True, visible=None,
-                      cloud_contrast: float = 1.3) -> np.ndarray:
-    """Changes that are illumination, not construction: clouds, cloud shadows, moving shadows.
-
-    A pixel is masked when it is under a cloud in one image
-    (:func:`cloud_mask`) and at least ``cloud_contrast`` times brighter there
-    than in the other, or when its change is a same-colour darkening or
-    brightening into a dark state (:func:`shadow_like`, with ``dark`` the
-    ``dark_quantile`` of the before image's brightness) while the ground's
-    texture still shows through (:func:`local_correlation` of at least
-    ``min_correlation``): a shadow darkens the ground, a new dark roof replaces it.
-    """
-    _check(before, after, valid)
-    v = np.ones(before.shape[1:], bool) if valid is None else np.asarray(valid, bool)
-    if not v.any():
-        return np.zeros(before.shape[1:], bool)
-    lum = before.mean(axis=0, dtype=np.float32)
-    m = np.zeros(before.shape[1:], bool)
-    if shadows:
-        dark = float(np.quantile(lum[v], dark_quantile))
-        m |= shadow_like(before, after, dark=dark) & (local_correlation(before, after) >= min_correlation)
-    if clouds:
-        # a cloud is there in one image only: it must also be much brighter than the other
-        # image (bright bare soil, concrete or snow seen in both are not clouds)
-        vis = slice(0, 3) if visible is None else list(visible)
-        la = after.mean(axis=0, dtype=np.float32)
-        m |= cloud_mask(before, valid=v, visible=vis) & (lum >= cloud_contrast * np.maximum(la, 1e-6))
-        m |= cloud_mask(after, valid=v, visible=vis) & (la >= cloud_contrast * np.maximum(lum, 1e-6))
-    return m & v
-
-
-def local_correlation(a: np.ndarray, b: np.ndarray, *, size: int = 5) -> np.ndarray:
-    """Local Pearson correlation of two images' band means in ``size`` × ``size`` windows.
-
-    Illumination changes (a shadow moving with the sun) darken the ground but
-    keep its texture, so the correlation stays high; a new roof replaces the
-    texture and the correlation drops. Returns float32 in [-1, 1] (0 where
-    either window is flat).
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> ground = rng.normal(1000, 50, (1, 32, 32))
-    >>> float(local_correlation(ground, 0.4 * ground)[16, 16]) > 0.99
-    True
-    """
-    from scipy.ndimage import uniform_filter
-
-    x = np.asarray(a, dtype=np.float32)
-    y = np.asarray(b, dtype=np.float32)
-    if x.ndim == 3:
-        x = x.mean(axis=0)
-        y = y.mean(axis=0)
-    mx = uniform_filter(x, size, mode="nearest")
-    my = uniform_filter(y, size, mode="nearest")
-    cxy = uniform_filter(x * y, size, mode="nearest") - mx * my
-    vx = np.maximum(uniform_filter(x * x, size, mode="nearest") - mx * mx, 0)
-    vy = np.maximum(uniform_filter(y * y, size, mode="nearest") - my * my, 0)
-    den = np.sqrt(vx * vy)
-    out = np.where(den > 1e-6, cxy / np.maximum(den, 1e-6), 0.0).astype(np.float32)
-    return np.clip(out, -1, 1, out=out)

@@ -51,8 +51,14 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+from scipy import ndimage as ndi
 
-__all__ = ["Detector", "PixelChange", "SeriesWindow", "available_detectors", "get_detector", "ENTRY_POINT_GROUP"]
+from .masks import green_both_sides, illumination_change
+from .series import f_threshold
+from .timeline import step_change
+
+__all__ = ["Detector", "PixelChange", "SeriesWindow", "StepDetector", "available_detectors", "get_detector",
+           "ENTRY_POINT_GROUP", "hysteresis", "change_count", "NONE", "WEAK", "STRONG"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class SeriesWindow:
         Role of every spectral channel (``red``, ``green``, ``blue``, ``nir``, ...).
     noise : ndarray, (bands + 1,) float32
         Standard deviation of one observation per channel (texture last).
+    dark : float
+        Brightness (band mean) below which a state can be a shadow: a low
+        quantile of the first acquisition's, over the whole site.
     transform : affine.Affine
         Georeferencing of the window's upper-left pixel.
     crs : rasterio.crs.CRS
@@ -84,6 +93,7 @@ class SeriesWindow:
     dates: tuple[_dt.date, ...]
     band_roles: tuple[str, ...]
     noise: np.ndarray
+    dark: float
     transform: object
     crs: object
     pixel_size: float
@@ -118,11 +128,30 @@ class PixelChange:
     weak: np.ndarray | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "strong", np.asarray(self.strong, bool))
+        if self.weak is not None:
+            object.__setattr__(self, "weak", np.asarray(self.weak, bool) & ~self.strong)
         shape = np.shape(self.strong)
         for name in ("first_present", "weak"):
             v = getattr(self, name)
             if v is not None and np.shape(v) != shape:
                 raise ValueError(f"PixelChange.{name} has shape {np.shape(v)}; strong has {shape}")
+
+    @property
+    def changed(self) -> np.ndarray:
+        """Strong or weak (before the hysteresis)."""
+        return self.strong if self.weak is None else self.strong | self.weak
+
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The two bands of the step raster: date index where changed (-1 elsewhere), strength code."""
+        changed = self.changed
+        date = np.where(changed, self.first_present, -1).astype(np.int32)
+        strength = np.where(self.strong, STRONG, np.where(changed, WEAK, NONE)).astype(np.uint8)
+        return date, strength
+
+
+#: Strength codes of a pixel in the step raster the pipeline keeps on disk.
+NONE, WEAK, STRONG = 0, 1, 2
 
 
 @runtime_checkable
@@ -201,3 +230,112 @@ def get_detector(name: str, config) -> Detector:
         raise InputError(f"The detector {name!r} ({target}) made {type(detector).__name__}, which has no "
                          "detect(window) method (see changedetect.detector.Detector).")
     return detector
+
+
+class StepDetector:
+    """The built-in statistical detector: the best step of every pixel's series, in noise sigmas.
+
+    Every pixel's series (bands and texture) is fitted with one step
+    (:func:`changedetect.timeline.step_change`); a pixel is *strong* when the
+    step reaches ``min_magnitude`` noise sigmas and passes the F test at
+    ``alpha``, with ``persistence`` usable dates after it, and *weak* when it
+    reaches ``weak_fraction`` of that with the same F test: a demolished roof
+    whose rubble has the roof's colour, or a roof close to the ground's colour,
+    changes only a little per pixel, but all of it on the date the strong part
+    (its vanished or new shadow, its outline) changed. Steps that are a shadow
+    (:func:`changedetect.masks.illumination_change`) or vegetation in season
+    (:func:`changedetect.masks.green_both_sides`, with red and NIR bands) are
+    not changes.
+    """
+
+    name = "statistical"
+
+    def __init__(self, config):
+        self.min_magnitude = float(config.min_magnitude)
+        self.weak_fraction = float(config.weak_fraction)
+        self.alpha = float(config.alpha)
+        self.persistence = int(config.persistence)
+        self.max_ndvi = float(config.max_ndvi)
+
+    def detect(self, window: SeriesWindow) -> PixelChange:
+        steps = step_change(window.images, window.usable, scale=window.noise, min_before=1,
+                            min_after=self.persistence)
+        min_fstat = f_threshold(self.alpha, len(window.dates), window.images.shape[1])
+        clean = steps.fstat >= min_fstat
+        strong = (steps.magnitude >= self.min_magnitude) & clean
+        weak = (steps.magnitude >= self.weak_fraction * self.min_magnitude) & clean & ~strong
+        light = illumination_change(steps.before, steps.after, n_before=steps.n_before,
+                                    n_after=steps.n_after, dark=window.dark)
+        strong &= ~light
+        weak &= ~light
+        red, nir = window.band("red"), window.band("nir")
+        if red is not None and nir is not None:
+            veg = green_both_sides(window.images, window.usable, steps.first_present, (red, nir),
+                                   self.max_ndvi)
+            strong &= ~veg
+            weak &= ~veg
+        return PixelChange(first_present=steps.first_present, strong=strong, weak=weak)
+
+
+def hysteresis(date: np.ndarray, strength: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Changed pixels of a window of the step raster, weak ones kept where they join strong ones.
+
+    ``date`` holds every changed pixel's date index (-1: none), ``strength`` its
+    code (:data:`STRONG`, :data:`WEAK`, :data:`NONE`). A weak pixel is kept
+    when it is 8-connected, through changed pixels of the same date, to a strong
+    pixel of that date, or when its group reaches the window's edge (it may
+    join a strong pixel outside; the object stage checks whole regions).
+    Returns the kept mask and the strong mask.
+
+    This is not :func:`skimage.filters.apply_hysteresis_threshold`: the
+    connection must run through pixels of one date, and a group cut by the
+    window's edge is kept for the caller to judge whole.
+
+    Examples
+    --------
+    >>> date = np.array([[2, 2, -1, 3, 3]]); s = np.array([[STRONG, WEAK, NONE, WEAK, WEAK]])
+    >>> [m.astype(int).tolist() for m in hysteresis(date, s)]      # the right group touches the edge
+    [[[1, 1, 0, 1, 1]], [[1, 0, 0, 0, 0]]]
+    """
+    strong = strength == STRONG
+    weak = strength == WEAK
+    if not weak.any():
+        return strong, strong
+    keep = strong.copy()
+    eight = np.ones((3, 3), bool)
+    for d in np.unique(date[weak]):
+        group = (date == d) & (strong | weak)
+        lab, n = ndi.label(group, structure=eight)
+        ok = np.zeros(n + 1, bool)
+        ok[np.unique(lab[strong & (date == d)])] = True
+        edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+        ok[np.unique(edge)] = True
+        ok[0] = False
+        keep |= ok[lab]
+    return keep, strong
+
+
+def change_count(images: np.ndarray, usable: np.ndarray, first_present: np.ndarray, changed: np.ndarray, *,
+                 noise: np.ndarray, min_magnitude: float, min_fstat: float, persistence: int) -> np.ndarray:
+    """How many lasting changes each pixel's series holds (0-3), uint8.
+
+    A changed pixel counts its step (dated ``first_present``), plus one for a
+    further significant step (``min_magnitude``, ``min_fstat`` and
+    ``persistence`` as for the first) inside the segment before it and one
+    inside the segment after it: a building put up and later demolished counts
+    2. Each segment is fitted with the same linear-time step model, for the
+    changed pixels only (usually a small share).
+    """
+    count = changed.astype(np.uint8)
+    if not changed.any():
+        return count
+    x = images[:, :, changed][..., None]              # (dates, bands, n, 1)
+    u = usable[:, changed][..., None]
+    k = first_present[changed].astype(np.int32)[:, None]
+    t = np.arange(images.shape[0])[:, None, None]
+    extra = np.zeros(k.shape, np.uint8)
+    for side in (t < k[None], t >= k[None]):
+        seg = step_change(x, u & side, scale=noise, min_before=1, min_after=persistence)
+        extra += ((seg.magnitude >= min_magnitude) & (seg.fstat >= min_fstat)).astype(np.uint8)
+    count[changed] += extra[:, 0]
+    return count

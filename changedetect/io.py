@@ -243,7 +243,8 @@ ROLE_ALIASES = {
 _GUESS_4 = ("blue", "green", "red", "nir")
 
 
-def _role(text: str) -> str:
+def role_of(text: str) -> str:
+    """The canonical role of a band name (``Red``, ``B04``... -> ``red``; unknown names lower-cased)."""
     t = (text or "").strip().lower()
     for role, names in ROLE_ALIASES.items():
         if t in names:
@@ -271,7 +272,7 @@ def band_roles(src, declared=None) -> tuple[tuple[str, ...], str]:
     """
     n = src.count
     if declared:
-        roles = tuple("-" if str(r).strip() in ("-", "skip", "") else _role(r) for r in declared)
+        roles = tuple("-" if str(r).strip() in ("-", "skip", "") else role_of(r) for r in declared)
         if len(roles) != n:
             raise InputError(f"--bands gives {len(roles)} roles ({', '.join(roles)}) but {src.name} has "
                              f"{n} bands: give one role per band, e.g. --bands "
@@ -279,7 +280,7 @@ def band_roles(src, declared=None) -> tuple[tuple[str, ...], str]:
         return roles, "--bands"
     descs = [(d or "").strip() for d in src.descriptions]
     if any(descs):
-        return tuple(_role(d) for d in descs), "band descriptions"
+        return tuple(role_of(d) for d in descs), "band descriptions"
     ci = [c.name.lower() for c in src.colorinterp]
     if any(c in ("red", "green", "blue", "alpha") for c in ci):
         return tuple(c if c in ("red", "green", "blue", "alpha") else "undefined" for c in ci), \
@@ -613,6 +614,34 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+#: Side of the internal tiles of every GeoTIFF changedetect writes.
+TILE = 256
+
+
+def raster_profile(width: int, height: int, count: int, dtype, *, crs, transform, nodata=None,
+                   compress: str | None = "deflate", tiled: bool = True, **options) -> dict:
+    """The creation profile of every GeoTIFF changedetect writes: tiled (:data:`TILE`) and compressed.
+
+    With ``tiled=False`` a raster smaller than a tile in either direction is
+    written in strips (small exports stay small). Further GDAL creation
+    ``options`` (e.g. ``predictor=2``) are added.
+
+    Examples
+    --------
+    >>> p = raster_profile(512, 300, 1, "uint8", crs=None, transform=None)
+    >>> p["tiled"], p["blockxsize"], p["compress"]
+    (True, 256, 'deflate')
+    """
+    profile = dict(driver="GTiff", width=int(width), height=int(height), count=int(count),
+                   dtype=np.dtype(dtype).name, crs=crs, transform=transform, nodata=nodata)
+    if compress:
+        profile["compress"] = compress
+    if tiled or (width >= TILE and height >= TILE):
+        profile.update(tiled=True, blockxsize=TILE, blockysize=TILE)
+    profile.update(options)
+    return profile
+
+
 def write_raster(path: str | os.PathLike, array: np.ndarray, *, transform, crs,
                  nodata: float | None = None, tags: Mapping[str, str] | None = None,
                  band_descriptions: tuple[str, ...] | None = None,
@@ -646,12 +675,9 @@ def write_raster(path: str | os.PathLike, array: np.ndarray, *, transform, crs,
     if arr.ndim != 3:
         raise InputError(f"write_raster needs a 2-D or 3-D array, got shape {arr.shape}.")
     count, height, width = arr.shape
-    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=arr.dtype,
-                   crs=crs, transform=transform, nodata=nodata, compress=compress)
-    if width >= 256 and height >= 256:
-        profile.update(tiled=True, blockxsize=256, blockysize=256)
-    if compress and arr.dtype.kind in "iu":
-        profile["predictor"] = 2
+    profile = raster_profile(width, height, count, arr.dtype, crs=crs, transform=transform,
+                             nodata=nodata, compress=compress, tiled=False,
+                             **({"predictor": 2} if compress and arr.dtype.kind in "iu" else {}))
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(arr)

@@ -1,20 +1,37 @@
-"""From change masks to building-like objects.
+"""From the per-pixel change map to dated, judged, outlined objects.
 
 Morphological cleanup, a minimum mapping unit, polygons (regularised to a
 rotated rectangle where that fits), and the kind of a change (new, demolished,
 modified) decided from the before and after appearance of the object's outline.
+:func:`candidate_regions` reads the step raster window by window and yields
+every connected region once; :func:`extract_objects` dates each one
+(:func:`changedetect.timeline.date_region`), judges it (vegetation, an
+unchanged structure, a moving shadow, its shape) and outlines the kept ones.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import masks
+from .confidence import confidence, shape_form
+from .coregister import registration_errors, registration_term
+from .detector import hysteresis
+from .series import SeriesModel, read_series
+from .stack import Stack, area_m2
+from .timeline import date_region, masked_mean
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
+
 __all__ = ["clean_mask", "label_objects", "polygonize", "regularize", "orthogonalize",
-           "dominant_angle", "outline_edges", "classify_kind", "Appearance", "appearance",
+           "dominant_angle", "outline_edges", "Appearance", "appearance", "flip_fraction",
+           "candidate_regions", "extract_objects",
            "ObjectShape", "object_shape", "ShapeLimits", "shape_filter", "core_fraction"]
 
 _STRUCT4 = ndi.generate_binary_structure(2, 1)
@@ -261,47 +278,6 @@ def outline_edges(image: np.ndarray, mask: np.ndarray, *, width: int = 2) -> tup
     return _grad(np.asarray(image, np.float32))[ring], ring
 
 
-def classify_kind(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *,
-                  noise: float) -> tuple[str, float]:
-    """Decide whether a change is new construction, a demolition or a modification.
-
-    A standing structure has a sharp outline: strong gradients along the edge of
-    its footprint. Comparing the outline's mean gradient in the before and the
-    after appearance tells which side has the structure: stronger after means
-    ``new``, stronger before means ``demolished``. A ``new`` object whose
-    outline already had a strong edge along part of it before (between 15 % and
-    60 % of the outline: an existing wall it was built against) is an annex:
-    ``modified``.
-
-    Parameters
-    ----------
-    before, after : ndarray, shape (bands, rows, cols)
-        Composites of the usable acquisitions on each side of the change,
-        radiometrically normalised to each other.
-    mask : ndarray of bool
-        The object's pixels.
-    noise : float
-        Typical gradient magnitude of unchanged ground (sets "strong").
-
-    Returns
-    -------
-    kind : str
-    contrast : float
-        ``(after - before) / (after + before)`` of the outline gradient, -1..1.
-    """
-    gb, _ = outline_edges(before, mask)
-    ga, _ = outline_edges(after, mask)
-    eb, ea = float(np.mean(gb)), float(np.mean(ga))
-    contrast = (ea - eb) / max(ea + eb, 1e-9)
-    if contrast < 0:
-        return "demolished", contrast
-    strong = 4.0 * noise
-    frac_before = float(np.mean(gb > strong)) if gb.size else 0.0
-    if 0.15 <= frac_before <= 0.6 and float(np.mean(ga > strong)) > frac_before + 0.15:
-        return "modified", contrast
-    return "new", contrast
-
-
 @dataclass(frozen=True)
 class ObjectShape:
     """Shape measures of a polygon: area, rectangularity, solidity, elongation, mean width."""
@@ -439,7 +415,7 @@ class Appearance:
         ``ratio``; and it moves with the sun, so the ground it falls on is dark on
         some dates and lit on others: at least ``min_flips`` of the object's
         observations sit on the wrong side of its step (``flips``, see
-        ``pipeline._flip_fraction``). A new roof, even one of the ground's
+        :func:`flip_fraction`). A new roof, even one of the ground's
         colour, is there on every date after it was built, and brings walls all
         around it: its outline gets sharper (``contrast >= max_contrast``), while a
         shadow only adds its own far edge, which moves. Skylight makes shadows a
@@ -470,8 +446,8 @@ def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise
                texture_step: float = 0.2) -> Appearance:
     """Measure the before and after appearance of an object and decide its kind.
 
-    The kind combines the outline (:func:`classify_kind`: a standing structure has
-    sharp edges along its footprint) with the texture inside it (median local
+    The kind combines the outline (a standing structure has sharp edges along
+    its footprint: :func:`outline_edges`) with the texture inside it (median local
     standard deviation over brightness, over the object's interior): a roof is
     flat, the ground it covers and the rubble or ground a demolition leaves are
     rough. ``demolished`` when the outline clearly weakened (``contrast <
@@ -506,7 +482,7 @@ def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise
     sharp_b = float(np.mean(gb > strong)) if gb.size else 0.0
     sharp_a = float(np.mean(ga > strong)) if ga.size else 0.0
     if texture is None:
-        texture = (_local_std(before.mean(axis=0)), _local_std(after.mean(axis=0)))
+        texture = (masks.texture(before), masks.texture(after))
     inner = ndi.binary_erosion(mask, iterations=2)
     if inner.sum() < 0.2 * mask.sum():
         inner = mask
@@ -538,19 +514,11 @@ def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise
     ratio = min(la, lb) / max(la, lb, 1e-9)
     rel_b, rel_a = tb / max(lb, 1e-9), ta / max(la, 1e-9)
     kept = (rel_a / max(rel_b, 1e-9)) if dark_after else (rel_b / max(rel_a, 1e-9))
-    from .detect import local_correlation
-
-    r = local_correlation(before, after)
+    r = masks.local_correlation(before, after)
     pattern = float(np.median(r[inner]))
     return Appearance(kind=kind, contrast=float(contrast), texture_contrast=float(tex_contrast),
                       sharp_before=sharp_b, sharp_after=sharp_a, sharp_both=both, angle_deg=angle,
                       brightness_ratio=float(ratio), texture_kept=float(kept), pattern_r=pattern)
-
-
-def _local_std(g: np.ndarray, size: int = 5) -> np.ndarray:
-    m = ndi.uniform_filter(g, size=size, mode="nearest")
-    m2 = ndi.uniform_filter(g * g, size=size, mode="nearest")
-    return np.sqrt(np.maximum(m2 - m * m, 0))
 
 
 def core_fraction(mask: np.ndarray, width: int) -> float:
@@ -576,3 +544,302 @@ def core_fraction(mask: np.ndarray, width: int) -> float:
         return 1.0 if n else 0.0
     core = ndi.binary_opening(m, structure=np.ones((width, width), bool))
     return float(core.sum() / n)
+
+
+def flip_fraction(lum: np.ndarray, usable: np.ndarray, k: int) -> float:
+    """Share of a region's usable observations that sit on the wrong side of its step.
+
+    ``lum`` (dates, pixels) is brightness, the step is between dates ``k - 1`` and
+    ``k``. Per pixel, an observation before the step that is closer to the pixel's
+    after level, or after the step and closer to its before level, has flipped. A
+    roof, once built, is there on every later date; the ground under a shadow that
+    moves with the sun is dark on some dates and lit on others, so its pixels flip.
+
+    Examples
+    --------
+    >>> lum = np.array([[0.0], [0.0], [10.0], [10.0]])             # a clean step at date 2
+    >>> flip_fraction(lum, np.ones((4, 1), bool), 2)
+    0.0
+    >>> flip_fraction(np.array([[0.0], [10.0], [10.0], [0.0]]), np.ones((4, 1), bool), 2)
+    0.5
+    """
+    u = usable.astype(np.float32)
+    side = (np.arange(lum.shape[0]) >= k)[:, None]
+    nb = np.maximum((u * ~side).sum(axis=0), 1)
+    na = np.maximum((u * side).sum(axis=0), 1)
+    lb = (lum * u * ~side).sum(axis=0) / nb
+    la = (lum * u * side).sum(axis=0) / na
+    mid = 0.5 * (lb + la)
+    up = la > lb
+    closer_after = np.where(up, lum > mid, lum < mid)
+    flipped = np.where(side, ~closer_after, closer_after) & usable
+    return float(flipped.sum() / max(usable.sum(), 1))
+
+
+def candidate_regions(step_path, stack: Stack, *, min_area_m2: float, min_width_m: float,
+                      block: int = 1024, halo: int = 128):
+    """Cleaned, connected regions of changed pixels, read window by window from the step raster.
+
+    ``step_path`` is the per-pixel stage's raster on the stack's grid (band 1:
+    date index, band 2: strength, see :mod:`changedetect.detector`). Yields
+    ``(r0, c0, mask)``: the region's bounding box origin on the grid and its
+    boolean mask. Each block labels its window grown by ``halo``; a region
+    belongs to the block that holds its first pixel in raster order, so it is
+    yielded once, and a region that reaches the window's edge is re-read in a
+    window grown around it until it is whole. Memory follows the block and the
+    largest region, not the grid. Weak changed pixels join a region only
+    through strong ones of the same date (:func:`changedetect.detector.hysteresis`);
+    a region without a strong pixel is not yielded. Regions smaller than
+    ``min_area_m2`` or narrower than ``min_width_m`` are removed
+    (:func:`clean_mask`).
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    px = stack.pixel_size
+    min_pixels = max(1, int(math.ceil(min_area_m2 / (px * px))))
+    radius = max(1, int(round(min_width_m / px / 2)))
+    height, width = stack.shape
+    with rasterio.open(step_path) as ds:
+
+        def labelled(r0, r1, c0, c1):
+            date, strength = ds.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+            keep, strong = hysteresis(date, strength)
+            return label_objects(clean_mask(keep, min_pixels=min_pixels, radius=radius))[0], strong
+
+        # cleaning (an opening) can detach a region from the window's edge by up to its
+        # radius: a region that close to an inner edge may continue outside the window
+        near = 2 * radius + 2
+
+        def cut(box, win):
+            return ((win[0] > 0 and box[0] <= win[0] + near)
+                    or (win[1] < height and box[1] >= win[1] - near)
+                    or (win[2] > 0 and box[2] <= win[2] + near)
+                    or (win[3] < width and box[3] >= win[3] - near))
+
+        def owns(inner, box, obj):
+            # the region's first pixel in raster order: a pixel of the region, so the block
+            # whose inner window holds it always sees (part of) the region
+            r, c = box[0], box[2] + int(np.argmax(obj[0]))
+            return (inner.row_off <= r < inner.row_off + inner.height
+                    and inner.col_off <= c < inner.col_off + inner.width)
+
+        seen: set = set()
+        for inner, outer in stack.windows(block=block, halo=halo):
+            win = (int(outer.row_off), int(outer.row_off + outer.height),
+                   int(outer.col_off), int(outer.col_off + outer.width))
+            labels, strong = labelled(*win)
+            for lab, sl in enumerate(ndi.find_objects(labels), start=1):
+                if sl is None:
+                    continue
+                box = (win[0] + sl[0].start, win[0] + sl[0].stop,
+                       win[2] + sl[1].start, win[2] + sl[1].stop)
+                obj = labels[sl] == lab
+                has_strong = bool(strong[sl][obj].any())
+                if not owns(inner, box, obj):
+                    continue                      # another block's region
+                grown = win
+                while cut(box, grown) and grown != (0, height, 0, width):
+                    seed = np.argwhere(obj)[0] + (box[0], box[2])
+                    grown = (max(0, box[0] - halo), min(height, box[1] + halo),
+                             max(0, box[2] - halo), min(width, box[3] + halo))
+                    lab2, strong2 = labelled(*grown)
+                    which = lab2[seed[0] - grown[0], seed[1] - grown[2]]
+                    if which == 0:            # weak pixels that joined no strong ones after all
+                        has_strong = False
+                        break
+                    sl2 = ndi.find_objects((lab2 == which).astype(np.int8))[0]
+                    box = (grown[0] + sl2[0].start, grown[0] + sl2[0].stop,
+                           grown[2] + sl2[1].start, grown[2] + sl2[1].stop)
+                    obj = lab2[sl2] == which
+                    has_strong = bool(strong2[sl2][obj].any())
+                # a region that only looked separate inside the window (a U joined outside
+                # it) is whole now: yield it once, from the block that owns its first pixel
+                key = (box, int(obj.sum()))
+                if has_strong and owns(inner, box, obj) and key not in seen:
+                    seen.add(key)
+                    yield box[0], box[2], obj
+
+
+#: Ground around an object (metres from its outline) that must be mostly a transient for its
+#: first date to be taken for a cloud around it.
+CLOUD_RING_M = (6.0, 20.0)
+
+
+def clouded_first_date(stack: Stack, model: SeriesModel, win, obj: np.ndarray, images: np.ndarray,
+                       usable: np.ndarray, ch) -> bool:
+    """Whether the first date of a change is a cloud around the object, not the change.
+
+    A cloud as bright and grey as a construction pad, on the date before the pad, is no
+    transient over the pad (the pad is as bright the next date), so the change would be
+    dated at the cloud. Two signs together tell it: the object is brighter on that date
+    than in its final state (by ``model.transient_sigma`` noise sigmas), and the ground
+    :data:`CLOUD_RING_M` around it is mostly a transient on that date (at least half of
+    its valid pixels).
+    """
+    from rasterio.windows import Window
+
+    k = ch.first_present
+    nb = stack.count
+    after = usable[ch.completed:, obj].any(axis=1)
+    if not usable[k][obj].any() or not after.any():
+        return False
+    s = model.noise[:nb] * np.sqrt(2)
+    final = [images[t, :nb][:, obj & usable[t]].mean(axis=1)
+             for t in range(ch.completed, len(usable)) if (obj & usable[t]).any()]
+    now = images[k, :nb][:, obj & usable[k]].mean(axis=1)
+    if ((now - np.mean(final, axis=0)) / s).mean() <= model.transient_sigma:
+        return False
+    px = stack.pixel_size
+    near, far = int(math.ceil(CLOUD_RING_M[0] / px)), int(math.ceil(CLOUD_RING_M[1] / px))
+    r0, c0 = int(win.row_off), int(win.col_off)
+    R0, C0 = max(0, r0 - far), max(0, c0 - far)
+    R1 = min(stack.height, r0 + int(win.height) + far)
+    C1 = min(stack.width, c0 + int(win.width) + far)
+    _, use2, trans = read_series(stack, model, Window(C0, R0, C1 - C0, R1 - R0), with_transients=True)
+    whole = np.zeros(use2.shape[1:], bool)
+    whole[r0 - R0:r0 - R0 + obj.shape[0], c0 - C0:c0 - C0 + obj.shape[1]] = obj
+    d = ndi.distance_transform_edt(~whole)
+    ring = (d > near) & (d <= far)
+    valid = (use2[k] | trans[k]) & ring
+    return bool(valid.sum() >= 100 and (trans[k] & ring).sum() >= 0.5 * valid.sum())
+
+
+def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, progress=None) -> list[dict]:
+    """Date, classify and outline every candidate region; drop those that are not construction.
+
+    Every region of :func:`candidate_regions` is read with a margin of every date
+    (:func:`changedetect.series.read_series`), dated on its mean series
+    (:func:`changedetect.timeline.date_region`; a first date that is a cloud
+    around it is skipped, :func:`clouded_first_date`), then judged: its built
+    side is not vegetation, a structure appeared or disappeared
+    (:func:`appearance`), it is not a standing structure that only changed
+    brightness nor a shadow moving with the sun, and it passes the shape
+    filters (:func:`shape_filter`, :func:`core_fraction`). Every region that
+    is dropped is logged (``DEBUG``) with the reason. Returns one record per
+    kept change (the DESIGN.md schema), ordered by date and position, with its
+    confidence (:func:`changedetect.confidence.confidence`).
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    px = stack.pixel_size
+    dates = stack.dates
+    rmse, unregistered = registration_errors(regs)
+    records = []
+    margin = 6
+    ndvi_bands = model.ndvi_bands
+    core_px = max(1, int(round(config.min_core_width_m / px)))
+    limits = ShapeLimits(min_area=config.min_area_m2, max_elongation=config.max_elongation,
+                         min_rectangularity=config.min_rectangularity,
+                         min_solidity=config.min_solidity, min_width=config.min_width_m)
+    n = 0
+    regions = candidate_regions(step_path, stack, min_area_m2=config.min_area_m2,
+                                min_width_m=config.min_width_m)
+    with rasterio.open(step_path) as step_ds:
+        for lab, (top, left, region) in enumerate(regions, start=1):
+            n = lab
+            if progress is not None:
+                progress("objects", lab, 0)
+            r0, r1 = max(0, top - margin), min(stack.height, top + region.shape[0] + margin)
+            c0, c1 = max(0, left - margin), min(stack.width, left + region.shape[1] + margin)
+            win = Window(c0, r0, c1 - c0, r1 - r0)
+            where = f"region {lab} at rows {r0}-{r1} cols {c0}-{c1}"
+            obj = np.zeros((r1 - r0, c1 - c0), bool)
+            obj[top - r0:top - r0 + region.shape[0], left - c0:left - c0 + region.shape[1]] = region
+            images, usable = read_series(stack, model, win)
+            pixel_dates = step_ds.read(1, window=win)
+
+            def dated(usable):
+                return date_region(images, usable, obj, pixel_dates, noise=model.noise,
+                                   min_fstat=model.min_fstat, config=config, ndvi_bands=ndvi_bands)
+
+            ch, use_t, how = dated(usable)
+            if ch is not None and clouded_first_date(stack, model, win, obj, images, usable, ch):
+                hidden = dates[ch.first_present]
+                usable = usable.copy()
+                usable[ch.first_present][obj] = False
+                ch, use_t, how = dated(usable)
+                how = f"{how}; {hidden} skipped: a cloud around it, brighter than the result"
+            if ch is None:
+                log.debug("%s dropped: no clean step (%s)", where, how)
+                continue
+            k, last, magnitude, fstat = ch.first_present, ch.last_absent, ch.magnitude, ch.fstat
+            before_t = [t for t in range(k) if use_t[t]]
+            after_t = [t for t in range(ch.completed, len(dates)) if use_t[t]]
+            before = masked_mean(images[before_t], usable[before_t])
+            after = masked_mean(images[after_t], usable[after_t])
+            g0 = images[before_t[0], :-1].mean(axis=0)
+            noise_grad = float(np.median(np.hypot(ndi.sobel(g0, 0), ndi.sobel(g0, 1)) / 8)) + 1e-6
+            app = appearance(before[:-1], after[:-1], obj, noise=noise_grad,
+                             texture=(before[-1], after[-1]))
+            kind = app.kind
+            flips = flip_fraction(images[:, :-1][:, :, obj].mean(axis=1), usable[:, obj], k)
+            feats = (f"flips {flips:.2f}, "f"kind {kind}, outline contrast {app.contrast:+.2f}, texture contrast "
+                     f"{app.texture_contrast:+.2f}, outline sharp before/after {app.sharp_before:.2f}/"
+                     f"{app.sharp_after:.2f}, both {app.sharp_both:.2f}, colour angle {app.angle_deg:.1f} deg, dark/bright "
+                     f"{app.brightness_ratio:.2f}, relative texture kept {app.texture_kept:.2f}, "
+                     f"ground pattern r {app.pattern_r:.2f}, step {magnitude:.1f} sigma by {how}")
+            # the built side of a change (after a construction, before a demolition) is not
+            # vegetation: a change whose built side is green is trees or a field in season
+            if ndvi_bands is not None:
+                built = after if kind != "demolished" else before
+                red, nir = built[ndvi_bands[0]][obj], built[ndvi_bands[1]][obj]
+                ndvi = float(np.mean((nir - red) / np.maximum(nir + red, 1e-6)))
+                if ndvi > config.max_ndvi:
+                    log.debug("%s dropped: NDVI %.2f on the built side (%s)", where, ndvi, feats)
+                    continue
+            if kind == "none":
+                log.debug("%s dropped: no structure appeared nor disappeared, the outline is not "
+                          "sharper and the inside neither flatter nor rougher (%s)", where, feats)
+                continue
+            if app.unchanged_structure(config.min_outline_contrast):
+                log.debug("%s dropped: the outline is as sharp before as after, the same structure "
+                          "changed in brightness only (%s)", where, feats)
+                continue
+            if app.is_shadow(flips, max_angle_deg=config.shadow_max_angle,
+                             min_flips=config.shadow_min_flips):
+                log.debug("%s dropped: a shadow moving with the sun, the ground darkened or lit by "
+                          "one factor on some dates only (%s)", where, feats)
+                continue
+            geom = polygonize(obj, stack.window_transform(win))
+            if geom is None:
+                continue
+            raw = object_shape(geom)
+            reason = shape_filter(raw, limits)
+            core = core_fraction(obj, core_px)
+            if reason is None and core < config.min_core_fraction:
+                reason = (f"thin: {core:.0%} of it is wider than {config.min_core_width_m:g} m "
+                          f"(< {config.min_core_fraction:.0%})")
+            if reason:
+                log.debug("%s dropped: %s (%s)", where, reason, feats)
+                continue
+            geom = regularize(geom, min_fill=config.rectangle_fill, cell=px)
+            pair = (rmse[last], rmse[k])
+            reg_rmse = max(pair) if all(math.isfinite(v) for v in pair) else float("nan")
+            conf = confidence(magnitude, fstat, ch.n_after, min_magnitude=config.min_magnitude,
+                              min_fstat=model.min_fstat, persistence=config.persistence,
+                              registration=registration_term(pair, (unregistered[last], unregistered[k])),
+                              form=shape_form(raw.rectangularity, raw.solidity))
+            log.debug("%s kept: %s", where, feats)
+            records.append({
+                "geometry": geom, "kind": kind,
+                "last_absent": dates[last].isoformat(),
+                "first_present": dates[k].isoformat(),
+                "area_m2": round(area_m2(geom, stack.crs), 2),
+                "confidence": round(float(conf), 3),
+                "score": round(magnitude, 3),
+                "registration_rmse_px": round(float(reg_rmse), 4),
+                "n_observations": int(use_t.sum()),
+                "n_before": int(ch.n_before), "n_after": int(ch.n_after),
+                "building_id": None,
+                "_order": (dates[k], -geom.centroid.y, geom.centroid.x),
+            })
+    if progress is not None:
+        progress("objects", n, n)
+    log.info("%d candidate regions, %d kept as changes", n, len(records))
+    records.sort(key=lambda r: r["_order"])
+    for i, r in enumerate(records, start=1):
+        r["change_id"] = f"chg-{i:04d}"
+        r.pop("_order")
+    return records

@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import detect, portable
+from . import detect, masks, portable
+from .arrays import check_pair, sample_pixels
 from .errors import EmptyDataError, InputError
 from .objects import clean_mask
 from .radiometry import normalize
 
-__all__ = ["PairConfig", "PairResult", "detect_pair"]
+__all__ = ["PairConfig", "PairResult", "detect_pair", "drop_elongated"]
 
 _NORMALIZATIONS = ("irmad", "zscore", "histogram", "none")
 _KERNELS = ("irmad", "cva", "log_ratio", "pca_kmeans", "structural", "combined")
@@ -97,9 +98,9 @@ class PairConfig:
     mask_shadows : bool
         Drop changes that are shadows moving with the sun or cloud shadows: a
         same-colour darkening into a dark state with the ground's texture
-        still showing (:func:`changedetect.detect.illumination_mask`).
+        still showing (:func:`changedetect.masks.illumination_mask`).
     mask_clouds : bool
-        Also drop clouds (:func:`changedetect.detect.cloud_mask`: bright, grey,
+        Also drop clouds (:func:`changedetect.masks.cloud_mask`: bright, grey,
         smooth, large, and much brighter than in the other image). Off by
         default: on a single pair of visible-band images a large new grey
         roof passes the same tests (on LEVIR-CD the rule masked up to 19 % of
@@ -149,7 +150,7 @@ class PairConfig:
 
     def __post_init__(self):
         for name, allowed in (("normalization", _NORMALIZATIONS), ("kernel", _KERNELS),
-                              ("threshold", detect._THRESHOLDS), ("prior", ("built", "none"))):
+                              ("threshold", detect.THRESHOLDS), ("prior", ("built", "none"))):
             if getattr(self, name) not in allowed:
                 raise InputError(f"{name}={getattr(self, name)!r} is not valid; choose one of "
                                  f"{', '.join(allowed)}.")
@@ -224,7 +225,7 @@ def _score(before, after, after_n, valid, config: PairConfig):
 
 def _zscore(image: np.ndarray, valid: np.ndarray):
     """Per band ``(x - median) / (IQR / 1.349)`` over valid pixels: each image in its own robust units."""
-    idx = detect.sample_pixels(valid, image.shape[1:], 1 << 20)
+    idx = sample_pixels(valid, image.shape[1:], 1 << 20)
     flat = image.reshape(image.shape[0], -1)[:, idx].astype(np.float64)
     med = np.median(flat, axis=1)
     q1, q3 = np.percentile(flat, [25, 75], axis=1)
@@ -246,7 +247,7 @@ def _winsorise(x: np.ndarray, k: float = 3.0) -> np.ndarray:
 def _mean_band_correlation(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
     """Mean over bands of the correlation of two images, winsorised at 3 robust sigmas
     (regular sample of valid pixels)."""
-    idx = detect.sample_pixels(valid, a.shape[1:], 1 << 18)
+    idx = sample_pixels(valid, a.shape[1:], 1 << 18)
     x = _winsorise(a.reshape(a.shape[0], -1)[:, idx].astype(np.float64))
     y = _winsorise(b.reshape(b.shape[0], -1)[:, idx].astype(np.float64))
     x -= x.mean(axis=1, keepdims=True)
@@ -278,7 +279,7 @@ def _disk(r: int) -> np.ndarray:
     return (xx * xx + yy * yy) <= r * r
 
 
-def _drop_elongated(mask: np.ndarray, max_ratio: float) -> np.ndarray:
+def drop_elongated(mask: np.ndarray, max_ratio: float) -> np.ndarray:
     """Remove 8-connected regions whose inertia axes differ by more than ``max_ratio`` (vectorised)."""
     from scipy import ndimage as ndi
 
@@ -347,7 +348,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     from scipy import ndimage as ndi
 
     config = config or PairConfig()
-    detect._check(np.asarray(before), np.asarray(after), valid)
+    check_pair(np.asarray(before), np.asarray(after), valid)
     before = np.asarray(before, dtype=np.float32)
     after = np.asarray(after, dtype=np.float32)
     v = np.ones(before.shape[1:], bool) if valid is None else np.asarray(valid, bool)
@@ -426,7 +427,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     if config.nir is not None and rgb_ok:
         masked = masked | ((_ndvi(look_b, config) > config.max_ndvi) & (_ndvi(look_a, config) > config.max_ndvi))
     if config.mask_shadows or config.mask_clouds:
-        ill = detect.illumination_mask(look_b, look_a, valid=v, clouds=config.mask_clouds and rgb_ok,
+        ill = masks.illumination_mask(look_b, look_a, valid=v, clouds=config.mask_clouds and rgb_ok,
                                        shadows=config.mask_shadows,
                                        visible=config.rgb if rgb_ok else None)
         # smoothing spreads a masked change over its edges: grow the mask as far
@@ -449,6 +450,6 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     if config.min_pixels or config.radius:
         mask = clean_mask(mask, min_pixels=config.min_pixels, radius=config.radius) & use
     if config.max_elongation > 0:
-        mask = _drop_elongated(mask, config.max_elongation)
+        mask = drop_elongated(mask, config.max_elongation)
     return PairResult(mask=mask, score=score.astype(np.float32, copy=False), threshold=thr, masked=masked,
                       normalization=norm_rec, config=config)

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .detect import fit_irmad, sample_pixels
+from .arrays import sample_pixels
 from .errors import EmptyDataError, InputError
+from .mad import fit_irmad
 
 __all__ = ["Normalization", "normalize", "fit_normalization", "apply_normalization",
            "orthogonal_regression", "match_histograms"]
@@ -83,7 +84,7 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
                       refine: int = 3, max_pixels: int = 250_000) -> Normalization:
     """Fit per-band gain and offset that bring ``target`` to ``reference``'s radiometry.
 
-    Pseudo-invariant pixels are those IR-MAD (:func:`~changedetect.detect.fit_irmad`)
+    Pseudo-invariant pixels are those IR-MAD (:func:`~changedetect.mad.fit_irmad`)
     finds unchanged with a no-change probability above ``min_pvalue`` (Canty &
     Nielsen 2008); IR-MAD is invariant to the very gains and offsets being
     estimated, so the selection does not depend on them. Each band's line is

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import portable
 from .errors import DateError, EmptyDataError, InputError, NoOverlapError
-from .io import SceneInfo, _role, is_unreferenced, read_manifest, read_pixels, read_scene
+from .io import SceneInfo, is_unreferenced, role_of, read_manifest, read_pixels, read_scene
 
 __all__ = ["Stack", "open_stack", "affine_to_matrix", "matrix_to_affine", "compose", "invert",
            "apply_mapping", "compose_mapping"]
@@ -151,9 +151,14 @@ class Stack:
         :func:`changedetect.io.band_roles`: ``--bands``, band descriptions, colour
         interpretation, or the documented guess for four undeclared bands).
         """
-        role = _role(name)
-        names = [_role(n) for n in self.band_names]
+        role = role_of(name)
+        names = [role_of(n) for n in self.band_names]
         return names.index(role) if role in names else None
+
+    @property
+    def band_roles(self) -> tuple[str, ...]:
+        """The canonical role of every band (``red``, ``nir``, ...; see :meth:`band_index`)."""
+        return tuple(role_of(n) for n in self.band_names)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -600,3 +605,12 @@ def check_not_empty(stack: Stack, i: int) -> None:
     if not valid.any():
         raise EmptyDataError(f"{stack.scenes[i].path} holds no valid pixel over the site (all "
                              "nodata). Remove it from the inputs or check its nodata value.")
+
+
+def area_m2(geom, crs) -> float:
+    """Ground area of a geometry in square metres: geodesic in a geographic CRS, planar otherwise."""
+    if crs is not None and getattr(crs, "is_geographic", False):
+        from pyproj import Geod
+
+        return float(abs(Geod(ellps="WGS84").geometry_area_perimeter(geom)[0]))
+    return float(geom.area)

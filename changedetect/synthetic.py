@@ -53,9 +53,10 @@ from affine import Affine
 from scipy import ndimage
 
 from changedetect.errors import InputError
+from changedetect.io import raster_profile
 from changedetect.portable import gaussian_filter
 
-__all__ = ["Site", "make_site", "main", "SITE_CRS", "BAND_NAMES", "CADENCES"]
+__all__ = ["Site", "make_site", "make_dates", "main", "SITE_CRS", "BAND_NAMES", "CADENCES"]
 
 #: CRS of every file written by :func:`make_site`.
 SITE_CRS = "EPSG:32637"
@@ -697,7 +698,7 @@ def _make_scenes(rng, size: int, gsd: float, dates: list[_dt.date], max_shift: f
 CADENCES = ("irregular", "monthly")
 
 
-def _make_dates(rng, start_year: int, n: int, cadence: str = "irregular") -> list[_dt.date]:
+def make_dates(rng, start_year: int, n: int, cadence: str = "irregular") -> list[_dt.date]:
     """Acquisition dates, strictly increasing.
 
     Parameters
@@ -760,9 +761,8 @@ def _finish(rng, img: np.ndarray, sc: _Scene, cloud, wedge) -> np.ndarray:
 def _write_tif(path: Path, data: np.ndarray, sc: _Scene) -> None:
     import rasterio
 
-    profile = dict(driver="GTiff", width=sc.shape[1], height=sc.shape[0], count=4, dtype="uint16",
-                   crs=SITE_CRS, transform=sc.transform, nodata=0, compress="deflate", predictor=2,
-                   tiled=True, blockxsize=256, blockysize=256)
+    profile = raster_profile(sc.shape[1], sc.shape[0], 4, "uint16", crs=SITE_CRS, transform=sc.transform,
+                             nodata=0, predictor=2)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
         for i, name in enumerate(BAND_NAMES, start=1):
@@ -883,7 +883,7 @@ def make_site(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(int(seed))
-    dates = _make_dates(rng, int(start_year), n_dates, cadence)
+    dates = make_dates(rng, int(start_year), n_dates, cadence)
     layout = None
     for attempt in range(25):  # crowded small sites may need a few layout draws (still deterministic)
         try:

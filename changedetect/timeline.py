@@ -11,23 +11,25 @@ observations (cloud, nodata, failed registration) are skipped, not counted as
   multiband series, vectorised over pixels, linear in the number of dates;
 * per object, :func:`series_change` fits one or two steps to the object's mean
   series, so a gradual construction (bare ground, pad, roof) is dated at its
-  start, ``[last_absent, first_present]``;
-* :func:`transients` finds the observations that are unusable because
-  something came and went (a cloud, its shadow).
+  start, ``[last_absent, first_present]``; :func:`date_region` dates a
+  detected region with it, or with the date its pixels agree on;
+* :func:`masked_mean` is the mean of usable observations, over dates (a
+  composite) or over pixels (a region's series).
+
+Which observations are usable (clouds and their shadows, a transient in the
+series) is decided in :mod:`changedetect.masks`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .errors import InputError
 
-__all__ = ["PixelSteps", "step_change", "SeriesChange", "series_change", "transients"]
+__all__ = ["PixelSteps", "step_change", "SeriesChange", "series_change", "masked_mean", "date_region"]
 
 
 @dataclass(frozen=True)
@@ -267,100 +269,110 @@ def series_change(series: np.ndarray, usable: np.ndarray, *, scale: np.ndarray,
                         n_before=int(ka), n_after=int(n - kb), steps=steps)
 
 
-def transients(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray, sigma: float = 3.0,
-               max_hole: int = 0, skip_up: Sequence[int] = ()) -> np.ndarray:
-    """Observations hidden by something that comes and goes: a cloud or its shadow.
 
-    An observation is a transient when it is brighter than both adjacent usable
-    dates by ``sigma`` noise standard deviations (of a difference) in every band
-    but those in ``skip_up``, or darker in every band. A thin cloud pulls every
-    band towards its own grey: it brightens the visible bands but can darken
-    vegetation's near-infrared, which is why the pipeline passes the
-    near-infrared in ``skip_up``; a shadow darkens every band. It must also
-    stand out from the nearer side by half the step between the two sides (a
-    new roof brighter on its first date than later by another gain is no
-    cloud). Dates are taken in order and a transient is no neighbour for the
-    next date, so the clear date after a cloud is compared with the date before
-    the cloud. A lasting change is never a transient: after it, the pixel stays
-    in its new state.
+def masked_mean(values: np.ndarray, usable: np.ndarray, *, over: str = "dates") -> np.ndarray:
+    """Mean of the usable observations: over dates, over pixels, or over both.
 
-    A roof that appears just after a cloudy date can be as bright as the cloud,
-    so only the ground around it is a transient: holes of up to ``max_hole``
-    pixels in a date's transients, enclosed by a ring at least 7 px thick (a
-    cloud, not the thin outline a misregistered scene draws around a
-    building), are filled, so the roof is skipped on the cloudy date instead
-    of dated there.
+    ``values`` is (dates, bands, ...) and ``usable`` (dates, ...) bool; an
+    empty mean is 0.
+
+    * ``over="dates"``: per pixel, a composite (bands, ...), float32;
+    * ``over="pixels"``: per date, a region's series (dates, bands) of
+      (dates, bands, pixels) values, in float64;
+    * ``over="all"``: one spectrum (bands,) of (dates, bands, pixels) values.
+
+    Examples
+    --------
+    >>> v = np.array([[[1.0, 3.0]], [[5.0, 7.0]]], np.float32)       # 2 dates, 1 band, 2 pixels
+    >>> u = np.array([[True, False], [True, True]])
+    >>> masked_mean(v, u).tolist(), masked_mean(v, u, over="pixels").tolist()
+    ([[3.0, 7.0]], [[1.0], [6.0]])
+    """
+    if over == "dates":
+        u = usable.astype(np.float32)
+        sub = "tbij,tij->bij" if values.ndim == 4 else "tbp,tp->bp"
+        return np.einsum(sub, values, u) / np.maximum(u.sum(axis=0), 1)
+    if over == "pixels":
+        return (np.einsum("tbp,tp->tb", values, usable.astype(np.float32))
+                / np.maximum(usable.sum(axis=1), 1)[:, None])
+    if over == "all":
+        return np.einsum("tbp,tp->b", values, usable.astype(np.float32)) / max(int(usable.sum()), 1)
+    raise InputError(f"masked_mean over={over!r}: choose dates, pixels or all.")
+
+
+def date_region(images: np.ndarray, usable: np.ndarray, region: np.ndarray, pixel_dates: np.ndarray, *,
+                noise: np.ndarray, min_fstat: float, config, ndvi_bands: tuple[int, int] | None = None):
+    """The change of one region: the step of its mean series, else the date its pixels agree on.
+
+    The mean series of the region is fitted with one or two steps
+    (:func:`series_change`). A change that is mostly one of texture (a roof
+    replaced by rubble of the same colour) barely moves the region's mean, but
+    every pixel of it stepped on the same date: when the mean's step is weak
+    (below ``config.min_magnitude``) or absent, and at least
+    ``config.min_date_agreement`` of the region's changed pixels
+    (``pixel_dates``: the per-pixel stage's date index, -1 where unchanged)
+    share another date (while its mean still moved by a quarter of
+    ``min_magnitude``), the region is dated there and its score is the median
+    step of its pixels on that date. An intermediate state that is green (NDVI
+    above ``config.max_ndvi`` in ``ndvi_bands`` (red, nir): grass or crops in
+    season, which a monthly series sees for months) does not date the change:
+    one step is fitted instead.
 
     Parameters
     ----------
     images : ndarray, (dates, bands, rows, cols)
     usable : ndarray of bool, (dates, rows, cols)
+    region : ndarray of bool, (rows, cols)
+    pixel_dates : ndarray of int, (rows, cols)
     noise : ndarray, (bands,)
-        Noise standard deviation of one observation per band.
-    sigma : float
-        Smallest difference, in noise standard deviations of a difference.
-    max_hole : int
-        Largest hole (pixels) to fill; 0 fills none.
-    skip_up : sequence of int
-        Bands not required to brighten under a cloud (the near-infrared).
+    min_fstat : float
+    config : changedetect.Config
+        ``min_magnitude``, ``persistence``, ``min_lead``, ``min_date_agreement``, ``max_ndvi``.
 
     Returns
     -------
-    ndarray of bool, (dates, rows, cols)
-
-    Examples
-    --------
-    Blue, green, red, NIR of one pixel: grass, a thin cloud on date 2 (the NIR
-    drops), grass, then a dark new roof from date 4:
-
-    >>> grass, cloud, roof = [300, 500, 350, 2500], [1800, 1900, 1850, 2300], [200, 210, 220, 230]
-    >>> px = np.array([grass, grass, cloud, grass, roof, roof, roof], float)[:, :, None, None]
-    >>> ok = np.ones((7, 1, 1), bool)
-    >>> np.flatnonzero(transients(px, ok, noise=np.full(4, 20.0), skip_up=[3])[:, 0, 0]).tolist()
-    [2]
-    >>> np.flatnonzero(transients(px, ok, noise=np.full(4, 20.0))[:, 0, 0]).tolist()
-    []
+    (SeriesChange or None, ndarray of bool, str)
+        The change (None: no clean step), the dates on which at least half of
+        the region is usable, and how it was dated (or why not).
     """
-    n, nb = images.shape[:2]
-    s = (np.asarray(noise, np.float32) * np.float32(np.sqrt(2)))[:, None, None]
-    skip = set(int(b) for b in skip_up)
-    keep = [b for b in range(nb) if b not in skip] or list(range(nb))
-    use = usable.copy()
-    for t in range(1, n - 1):
-        zp = (images[t] - images[t - 1]) / s
-        zn = (images[t] - images[t + 1]) / s
-        # it must also stand out from the nearer side by half the step between the sides:
-        # a new roof a few sigma brighter on its first date than later (another gain, a
-        # blurrier scene) stands out far less than it stepped up from the ground
-        half = 0.5 * np.abs(zp[keep] - zn[keep]).mean(axis=0)
-        up = (np.all(zp[keep] > sigma, axis=0) & np.all(zn[keep] > sigma, axis=0)
-              & (np.minimum(zp[keep], zn[keep]).mean(axis=0) > half))
-        down = (np.all(zp < -sigma, axis=0) & np.all(zn < -sigma, axis=0)
-                & (np.minimum(-zp, -zn).mean(axis=0) > 0.5 * np.abs(zp - zn).mean(axis=0)))
-        use[t] &= ~((up | down) & use[t - 1] & use[t + 1])
-    found = usable & ~use
-    _fill_holes(found, usable, max_hole)
-    return found
-
-
-def _fill_holes(found: np.ndarray, usable: np.ndarray, max_hole: int, *, thick: int = 3) -> None:
-    """Add to each date's mask (in place) the usable holes in it of at most ``max_hole`` pixels.
-
-    Only holes enclosed by transients at least ``2 * thick + 1`` pixels thick count:
-    a cloud all around a roof, not the thin outline of a building that a scene left a
-    few pixels off draws on that date (that roof is not hidden).
-    """
-    if max_hole <= 0:
-        return
-    for t in range(found.shape[0]):
-        if not found[t].any():
-            continue
-        wide = ndi.binary_erosion(found[t], iterations=thick, border_value=1)
-        if not wide.any():
-            continue
-        holes = ndi.binary_fill_holes(wide) & ~found[t]
-        if holes.any():
-            lab, k = ndi.label(holes)
-            small = np.bincount(lab.ravel(), minlength=k + 1) <= max_hole
-            small[0] = False
-            found[t] |= small[lab] & usable[t]
+    obj = region
+    n_use = usable[:, obj].sum(axis=1)
+    use_t = n_use >= 0.5 * obj.sum()
+    series = masked_mean(images[:, :, obj], usable[:, obj], over="pixels")
+    ch = series_change(series, use_t, scale=noise, min_after=config.persistence, min_lead=config.min_lead)
+    if ch is not None and ch.steps == 2 and ndvi_bands is not None:
+        # a green intermediate state is grass or crops in season (a monthly series sees a
+        # whole spring), not a cleared pad or walls: date the change with one step
+        red, nir = ndvi_bands
+        mid = use_t & (np.arange(len(use_t)) >= ch.first_present) & (np.arange(len(use_t)) < ch.completed)
+        m = series[mid].mean(axis=0)
+        if (m[nir] - m[red]) > config.max_ndvi * max(m[nir] + m[red], 1e-6):
+            ch = series_change(series, use_t, scale=noise, min_after=config.persistence, alpha_extra=0.0)
+    c = pixel_dates[obj]
+    c = c[c >= 0]
+    counts = np.bincount(c, minlength=len(use_t)) if c.size else np.zeros(len(use_t), int)
+    k = int(np.argmax(counts))
+    agree = counts[k] / max(c.size, 1)
+    passed = ch is not None and ch.magnitude >= 0.5 * config.min_magnitude and ch.fstat >= min_fstat
+    # a clear step of the mean, or one on the date the pixels agree on, dates the region
+    if passed and (ch.magnitude >= config.min_magnitude or agree < config.min_date_agreement
+                   or k in (ch.first_present, ch.completed)):
+        return ch, use_t, "mean series"
+    why = ("too few usable dates" if ch is None else
+           f"net change {ch.magnitude:.1f} sigma, F {ch.fstat:.1f}")
+    if ch is None or ch.magnitude < 0.25 * config.min_magnitude or c.size == 0:
+        return None, use_t, why
+    before_t = np.flatnonzero(use_t[:k])
+    after_t = np.flatnonzero(use_t[k:]) + k
+    if agree < config.min_date_agreement or before_t.size < 1 or after_t.size < config.persistence:
+        return None, use_t, f"{why}; pixels agree on a date at {agree:.0%}"
+    steps = step_change(images[:, :, obj][:, :, None], usable[:, obj][:, None],
+                        scale=noise, min_before=1, min_after=config.persistence)
+    mags = steps.magnitude[0][steps.first_present[0] == k]
+    fst = steps.fstat[0][steps.first_present[0] == k]
+    magnitude = float(np.median(mags)) if mags.size else 0.0
+    fstat = float(np.median(fst)) if fst.size else 0.0
+    ch = SeriesChange(first_present=k, last_absent=int(before_t[-1]), completed=k,
+                      magnitude=magnitude, fstat=fstat, n_before=int(before_t.size),
+                      n_after=int(after_t.size), steps=1)
+    return ch, use_t, f"pixel dates ({agree:.0%} agree; mean series: {why})"

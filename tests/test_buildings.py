@@ -13,7 +13,7 @@ from affine import Affine
 from shapely.geometry import Point, box
 
 from changedetect.buildings import building_change, footprint_mask, read_footprints
-from changedetect.pipeline import _texture
+from changedetect.masks import texture
 from changedetect.errors import CRSError, InputError, NoOverlapError, UnreadableFileError
 
 SIGMA = np.array([1.0])
@@ -122,7 +122,7 @@ def test_kinds_from_before_and_after_appearance():
     def run(before, after):
         img = np.stack([scene(before) for _ in range(3)] + [scene(after) for _ in range(4)])[:, None]
         # the pipeline's channels: the band, and its local texture (roofs are flat, rubble is not)
-        img = np.concatenate([img, _texture(img)[:, None]], axis=1)
+        img = np.concatenate([img, texture(img)[:, None]], axis=1)
         return building_change(img, np.ones((7,) + shape, bool), fp, scale=np.array([3.0, 2.0]))
 
     new = run(None, 900.0)                               # a flat roof on bare ground
@@ -378,11 +378,11 @@ def test_no_footprint_on_the_imagery_is_a_clear_cli_error(site, tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "elsewhere.gpkg" in p.stderr and "CRS" in p.stderr
     assert not out.exists() or not any(out.iterdir())
-    from changedetect.pipeline import Config, _open_footprints
+    from changedetect.buildings import open_footprints
     from changedetect.stack import open_stack
 
     with pytest.raises(NoOverlapError):
-        _open_footprints(open_stack(site.images), Config(buildings=str(far)))
+        open_footprints(str(far), open_stack(site.images))
 
 
 def test_cli_lists_changed_footprints_without_a_kind(site, tmp_path):

@@ -155,7 +155,7 @@ def test_a_cloud_hiding_a_change_on_its_first_date_never_dates_it_there(site, si
 def test_transients_catch_clouds_not_changes():
     """Hand series (one band): clouds and shadows that come and go are transients; the clear
     date after a cloud, and a roof brighter on its first date than later, are not."""
-    from changedetect.timeline import transients
+    from changedetect.masks import transients
 
     ones = np.ones((8, 1, 1), bool)
 
@@ -181,7 +181,7 @@ def test_transients_fill_a_roof_under_a_cloud():
     """The roof under a cloud is as bright as the cloud, so only the ground around it is a
     transient; the roof is filled in, up to ``max_hole`` pixels, but not inside the thin
     outline that a misregistered date draws."""
-    from changedetect.timeline import transients
+    from changedetect.masks import transients
 
     n, size = 6, 40
     img = np.full((n, 1, size, size), 1000.0, np.float32)

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats
 
-from changedetect.detect import (change_mask, change_score, choose_threshold, cloud_mask, cva,
-                                 difference, fit_irmad, illumination_mask, irmad, log_ratio,
-                                 pca_kmeans, robust_scale, shadow_like, structural, threshold_chi2,
+from changedetect.detect import (change_mask, change_score, choose_threshold, cva, difference, irmad,
+                                 log_ratio, pca_kmeans, robust_scale, structural, threshold_chi2,
                                  threshold_gmm, threshold_kittler, threshold_otsu)
-from changedetect.detect import _chi2_sf
+from changedetect.mad import chi2_sf, fit_irmad
+from changedetect.masks import cloud_mask, illumination_mask, shadow_like
 from changedetect.detect import ratio as detect_ratio
 from changedetect.errors import EmptyDataError, InputError
 from changedetect.radiometry import apply_normalization, fit_normalization
@@ -195,9 +195,9 @@ def test_noise_scores_near_one_and_chi2_threshold():
 @pytest.mark.parametrize("dof", [1, 2, 3, 4, 7, 12, 13, 16, 20])
 def test_chi2_sf_matches_scipy(dof):
     x = np.linspace(0, 80, 400).astype(np.float32)
-    np.testing.assert_allclose(_chi2_sf(x, dof), stats.chi2.sf(x, dof), atol=2e-6)
+    np.testing.assert_allclose(chi2_sf(x, dof), stats.chi2.sf(x, dof), atol=2e-6)
     huge = np.array([1e3, 1e6, 1e30, np.inf], np.float32)             # huge changes: p = 0, not NaN
-    p = _chi2_sf(huge, dof)
+    p = chi2_sf(huge, dof)
     assert np.all(np.isfinite(p)) and np.all(p < 1e-30)
 
 
@@ -532,7 +532,7 @@ def test_integer_imagery_gives_the_same_as_float(dtype):
     assert difference(b, a).min() < 0                     # after < before somewhere: no wrap
 
 
-def test_structural_blocks_match_the_whole_image_formula():
+def test_structural_blocks_match_the_whole_image_formula(monkeypatch):
     from scipy import ndimage as ndi
 
     import changedetect.detect as D
@@ -548,10 +548,7 @@ def test_structural_blocks_match_the_whole_image_formula():
     want = ev * (1 - np.clip(s12 / np.sqrt(s11 * s22), -1, 1)) / 2
     whole = structural(before, after, threads=1)
     np.testing.assert_allclose(whole, want, atol=2e-5)
-    orig = D._run_rows
-    try:                                    # force many small blocks on two threads
-        D._run_rows = lambda r, p, w, b, t, chunk_pixels=0: orig(r, p, w, b, 2, chunk_pixels=450)
-        blocks = structural(before, after)
-    finally:
-        D._run_rows = orig
+    orig = D.run_rows                       # force many small blocks on two threads
+    monkeypatch.setattr(D, "run_rows", lambda r, p, w, b, t, chunk_pixels=0: orig(r, p, w, b, 2, chunk_pixels=450))
+    blocks = structural(before, after)
     np.testing.assert_allclose(blocks, whole, atol=2e-5)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from rasterio.features import rasterize
 from scipy import ndimage as ndi
 
-from changedetect.objects import (classify_kind, clean_mask, label_objects, object_shape, polygonize,
+from changedetect.objects import (appearance, clean_mask, label_objects, object_shape, polygonize,
                                   regularize)
 
 T = Affine(0.5, 0, 1000.0, 0, -0.5, 2000.0)
@@ -59,15 +59,15 @@ def _scene(building: bool, annex: bool = False, seed: int = 0):
     return img
 
 
-def test_classify_kind():
+def test_kind_from_the_outline():
     mask = np.zeros((64, 64), bool)
     mask[20:40, 10:30] = True
     noise = 10.0
-    assert classify_kind(_scene(False), _scene(True), mask, noise=noise)[0] == "new"
-    assert classify_kind(_scene(True), _scene(False), mask, noise=noise)[0] == "demolished"
+    assert appearance(_scene(False), _scene(True), mask, noise=noise).kind == "new"
+    assert appearance(_scene(True), _scene(False), mask, noise=noise).kind == "demolished"
     annex = np.zeros((64, 64), bool)
     annex[20:40, 30:42] = True
-    assert classify_kind(_scene(True), _scene(True, annex=True), annex, noise=noise)[0] == "modified"
+    assert appearance(_scene(True), _scene(True, annex=True), annex, noise=noise).kind == "modified"
 
 
 # --------------------------------------------------------------- regularisation, shape filters
@@ -155,7 +155,7 @@ def _series(kind: str, n: int = 8, k: int = 5, seed: int = 1):
 
 def test_shadow_that_comes_and_goes_is_suppressed_new_dark_roof_is_kept():
     from changedetect.objects import appearance
-    from changedetect.pipeline import _flip_fraction
+    from changedetect.objects import flip_fraction
 
     k = 5
     usable = np.ones((8, 48, 48), bool)
@@ -163,7 +163,7 @@ def test_shadow_that_comes_and_goes_is_suppressed_new_dark_roof_is_kept():
         images, obj = _series(kind, k=k)
         before, after = images[:k].mean(axis=0), images[k:].mean(axis=0)
         app = appearance(before, after, obj, noise=10.0)
-        flips = _flip_fraction(images.mean(axis=1)[:, obj], usable[:, obj], k)
+        flips = flip_fraction(images.mean(axis=1)[:, obj], usable[:, obj], k)
         assert app.angle_deg < 3 and 0.15 < app.brightness_ratio < 0.85    # both: same colour, darker
         assert app.is_shadow(flips) == (kind == "shadow"), (kind, flips)
     images, obj = _series("roof", k=k)

@@ -105,19 +105,19 @@ def test_bad_config_and_input():
 
 
 def test_elongated_changes_are_dropped_but_blocks_kept():
-    from changedetect.pair import _drop_elongated
+    from changedetect.pair import drop_elongated
 
     m = np.zeros((60, 60), bool)
     m[5:8, 2:58] = True              # a new road: 3 x 56
     m[20:40, 20:35] = True           # a block: 20 x 15
     m[45:55, 10:12] = True           # a 10 x 2 kerb
-    out = _drop_elongated(m, 4.0)
+    out = drop_elongated(m, 4.0)
     assert out[20:40, 20:35].all()
     assert not out[5:8].any() and not out[45:55].any()
     # a square rotated by 45 degrees keeps ratio 1
     yy, xx = np.mgrid[0:60, 0:60]
     diamond = (np.abs(yy - 30) + np.abs(xx - 30)) <= 10
-    assert _drop_elongated(diamond, 1.5).sum() == diamond.sum()
+    assert drop_elongated(diamond, 1.5).sum() == diamond.sum()
 
 
 def test_threshold_rule_is_reported_as_applied():

@@ -104,7 +104,8 @@ def test_blockwise_regions_match_whole_grid(tmp_path, seed):
 
     from changedetect.io import write_raster
     from changedetect.objects import clean_mask, label_objects
-    from changedetect.pipeline import _candidates
+    from changedetect.detector import STRONG
+    from changedetect.objects import candidate_regions
     from changedetect.stack import Stack
 
     from conftest import T0
@@ -117,12 +118,14 @@ def test_blockwise_regions_match_whole_grid(tmp_path, seed):
         first[r:r + h, c:c + w] = rng.integers(1, 6)
     first[40:50, 20:330] = 3          # a long region crossing every block boundary
     first[60:290, 200:210] = 2        # and a tall one
-    path = write_raster(tmp_path / "first.tif", first, transform=T0, crs="EPSG:32637")
+    steps = np.stack([first.astype(np.int32), np.where(first >= 0, STRONG, 0).astype(np.int32)])
+    path = write_raster(tmp_path / "steps.tif", steps, transform=T0, crs="EPSG:32637")
     stack = Stack(scenes=(), reference=0, crs="EPSG:32637", transform=T0, width=340, height=300,
                   count=1, ref_to_scene=())
     config = Config()
     found = sorted((top, left, m.sum(), m.tobytes()) for top, left, m in
-                   _candidates(path, stack, config, block=64, halo=16))
+                   candidate_regions(path, stack, min_area_m2=config.min_area_m2,
+                                     min_width_m=config.min_width_m, block=64, halo=16))
     px = stack.pixel_size
     whole = clean_mask(first >= 1, min_pixels=int(np.ceil(config.min_area_m2 / px / px)),
                        radius=max(1, int(round(config.min_width_m / px / 2))))
@@ -186,15 +189,20 @@ def test_demolition_is_found_with_the_known_building(site, site_result):
 
 
 def test_weak_pixels_join_only_strong_ones_of_their_date():
-    from changedetect.pipeline import _WEAK, _hysteresis
+    from changedetect.detector import STRONG, WEAK, hysteresis
 
-    codes = np.full((40, 40), -1, np.int16)
-    codes[5:15, 5:10] = 3                    # strong, date 3
-    codes[5:15, 10:20] = 3 + _WEAK           # weak, same date, touching: kept
-    codes[5:15, 20:25] = 4 + _WEAK           # weak, another date, touching: dropped
-    codes[25:32, 25:32] = 2 + _WEAK          # weak alone inside the window: dropped
-    codes[30:40, 0:4] = 5 + _WEAK            # weak reaching the edge: kept for now
-    keep, strong = _hysteresis(codes)
+    date = np.full((40, 40), -1, np.int32)
+    strength = np.zeros((40, 40), np.uint8)
+
+    def put(sl, d, s):
+        date[sl], strength[sl] = d, s
+
+    put(np.s_[5:15, 5:10], 3, STRONG)        # strong, date 3
+    put(np.s_[5:15, 10:20], 3, WEAK)         # weak, same date, touching: kept
+    put(np.s_[5:15, 20:25], 4, WEAK)         # weak, another date, touching: dropped
+    put(np.s_[25:32, 25:32], 2, WEAK)        # weak alone inside the window: dropped
+    put(np.s_[30:40, 0:4], 5, WEAK)          # weak reaching the edge: kept for now
+    keep, strong = hysteresis(date, strength)
     assert keep[5:15, 5:20].all() and not keep[5:15, 20:25].any()
     assert not keep[25:32, 25:32].any() and keep[30:40, 0:4].all()
     assert strong.sum() == 50

@@ -8,13 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from changedetect.pipeline import Config, _change_count, _pixel_block
+from changedetect.config import Config
+from changedetect.detector import change_count
+from changedetect.series import pixel_block
 from changedetect.timeline import step_change
-
-
-class _M:                       # the two fields of the run's model that _change_count reads
-    noise = np.array([1.0, 1.0])
-    min_fstat = 3.0
 
 
 def test_change_count_by_hand():
@@ -32,9 +29,11 @@ def test_change_count_by_hand():
         img[:, :, 0, j] = np.asarray(v, np.float32)[:, None]
     img += rng.normal(0, 0.5, img.shape).astype(np.float32)
     usable = np.ones((n_t, 1, len(series)), bool)
-    steps = step_change(img, usable, scale=_M.noise, min_after=2)
-    changed = (steps.magnitude >= 14) & (steps.fstat >= _M.min_fstat)
-    count = _change_count(img, usable, steps, changed, _M, Config(min_magnitude=14, persistence=2))
+    noise, min_fstat = np.array([1.0, 1.0]), 3.0
+    steps = step_change(img, usable, scale=noise, min_after=2)
+    changed = (steps.magnitude >= 14) & (steps.fstat >= min_fstat)
+    count = change_count(img, usable, steps.first_present, changed, noise=noise, min_magnitude=14,
+                         min_fstat=min_fstat, persistence=2)
     assert count.dtype == np.uint8
     assert dict(zip(series, count[0].tolist())) == {
         "flat": 0, "built": 1, "built_then_demolished": 2, "built_with_blip": 1}
@@ -51,8 +50,8 @@ def test_block_shrinks_with_many_dates_and_memory_stays_in_budget():
             return self.n
 
     cfg = Config()
-    assert _pixel_block(S(8), cfg) == cfg.block
-    blocks = {n: _pixel_block(S(n), cfg) for n in (24, 100, 400)}
+    assert pixel_block(S(8), block=cfg.block, memory_mb=cfg.memory_mb) == cfg.block
+    blocks = {n: pixel_block(S(n), block=cfg.block, memory_mb=cfg.memory_mb) for n in (24, 100, 400)}
     assert blocks[24] > blocks[100] > blocks[400] >= 64
     for n, b in blocks.items():         # the float32 series of a block, times 3, within the budget
         if b > 64:

@@ -405,18 +405,18 @@ def test_monthly_cadence(tmp_path):
 
 def test_irregular_cadence_is_the_default_and_unchanged(tmp_path):
     """Existing seeds keep their dates (pinned before the cadence option existed) and pixels."""
-    from changedetect.synthetic import _make_dates
+    from changedetect.synthetic import make_dates
 
-    pinned = {  # _make_dates(default_rng(seed), 2013, 8) before ``cadence`` was added
+    pinned = {  # make_dates(default_rng(seed), 2013, 8) before ``cadence`` was added
         0: ["2013-11-18", "2014-06-22", "2014-11-26", "2015-05-11", "2015-08-20", "2015-12-08",
             "2016-03-13", "2016-07-25"],
         3: ["2013-10-03", "2014-02-15", "2014-07-14", "2014-11-27", "2015-09-09", "2016-07-08",
             "2017-02-26", "2017-06-07"],
     }
     for seed, want in pinned.items():
-        got = [d.isoformat() for d in _make_dates(np.random.default_rng(seed), 2013, 8)]
+        got = [d.isoformat() for d in make_dates(np.random.default_rng(seed), 2013, 8)]
         assert got == want
-        got = [d.isoformat() for d in _make_dates(np.random.default_rng(seed), 2013, 8, "irregular")]
+        got = [d.isoformat() for d in make_dates(np.random.default_rng(seed), 2013, 8, "irregular")]
         assert got == want
     a = make_site(tmp_path / "a", seed=3, size=128, n_dates=7)
     b = make_site(tmp_path / "b", seed=3, size=128, n_dates=7, cadence="irregular")

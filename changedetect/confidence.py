@@ -1,0 +1,54 @@
+"""How sure a change is: one rule for detected changes and for given footprints.
+
+``confidence = significance x cleanliness x persistence x registration x form``,
+each factor in [0, 1] (cleanliness and form in [0.5, 1]):
+
+* significance ``1 - exp(-(m / (min_magnitude / 2) - 1))`` of the net step
+  ``m`` (noise sigmas): 0 at the object threshold (half ``min_magnitude``),
+  0.63 at ``min_magnitude``, 0.86 at 1.5 times it;
+* cleanliness ``0.5 + 0.5 F / (F + 4 min_fstat)`` of the step's F statistic: a
+  step that barely passes the F test still counts half;
+* persistence ``min(1, n_after / (persistence + 1))``: seen on one more usable
+  acquisition than required is full;
+* registration, :func:`changedetect.coregister.registration_term` of the two
+  scenes around the step;
+* form: :func:`shape_form` for a detected change (a building is compact),
+  :func:`extent_form` for a given footprint (a building changes as a whole).
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["confidence", "shape_form", "extent_form"]
+
+#: F statistic, in multiples of the F threshold, at which cleanliness is three quarters.
+CLEAN_F_MULTIPLE = 4.0
+#: Share of a footprint that, changed, gives a full extent factor.
+FULL_EXTENT = 0.5
+
+
+def confidence(magnitude: float, fstat: float, n_after: int, *, min_magnitude: float, min_fstat: float,
+               persistence: int, registration: float, form: float) -> float:
+    """Confidence (0-1) of a dated change; see the module docstring for each factor.
+
+    Examples
+    --------
+    >>> round(confidence(21.0, 30.0, 3, min_magnitude=14.0, min_fstat=5.0, persistence=2,
+    ...                  registration=1.0, form=1.0), 3)
+    0.692
+    """
+    significance = 1.0 - math.exp(-max(0.0, magnitude / (0.5 * min_magnitude) - 1.0))
+    clean = fstat / (fstat + CLEAN_F_MULTIPLE * min_fstat) if min_fstat > 0 else 1.0
+    persistent = min(1.0, n_after / max(persistence + 1, 1))
+    return significance * (0.5 + 0.5 * clean) * persistent * registration * form
+
+
+def shape_form(rectangularity: float, solidity: float) -> float:
+    """Form factor of a detected change: 0.5 + a quarter each for filling its rectangle and hull."""
+    return 0.5 + 0.25 * min(1.0, rectangularity) + 0.25 * min(1.0, solidity)
+
+
+def extent_form(changed_fraction: float) -> float:
+    """Form factor of a footprint: 0.5, up to 1 once :data:`FULL_EXTENT` of it changed."""
+    return 0.5 + 0.5 * min(1.0, changed_fraction / FULL_EXTENT)
