@@ -1,17 +1,23 @@
-"""Config: every field described (group, help, range) and validated from that description."""
+"""Config: every field described (group, help, range), validated from that, and the CLI built from it."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from changedetect.cli import build_parser, config_from_args
 from changedetect.config import FORMATS, GROUPS, Config
 from changedetect.errors import InputError
 
+EXE = Path(sys.executable).parent / "detect-changes"
 FIELDS = dataclasses.fields(Config)
 
 #: The fields of each group, as issue 15 decided them (written out: a field added must be placed).
@@ -41,6 +47,15 @@ OLD_PARAMETERS = {
     "building_id_column": None, "pixel_products": True, "memory_mb": 256, "bands": None,
     "pixel_size": None, "overwrite": False,
 }
+
+
+def run(*args, **env):
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "100", **env})
+
+
+def flag(f: dataclasses.Field) -> str:
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
 
 # --------------------------------------------------------------------------- metadata and groups
@@ -222,3 +237,153 @@ def test_detector_and_model():
     assert Config(detector="onnx", model=Path("building.onnx")).model == Path("building.onnx")
     with pytest.raises(InputError, match=r"^model='' is not valid"):
         Config(detector="onnx", model="")
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """Option -> its help text (lines joined) from ``--help`` output."""
+    entries, current = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^  (-[^ ].*?)(?: {2,}(.*))?$", line)
+        if m:
+            current = [m.group(2) or ""]
+            for opt in re.findall(r"(?:^|[ ,])(--?[a-z][\w-]*)", m.group(1)):
+                entries[opt] = current
+        elif current is not None and line.startswith("    "):
+            current.append(line.strip())
+        else:
+            current = None
+    return {opt: " ".join(" ".join(lines).split()) for opt, lines in entries.items()}
+
+
+def _parse_shown(text: str, like):
+    """A default as --help shows it, read back the way a user would, as a value like ``like``."""
+    if like is None:
+        return None if text == "none" else text
+    if isinstance(like, bool):
+        return {"yes": True, "no": False}[text]
+    if isinstance(like, tuple):
+        return tuple(t.strip() for t in text.split(","))
+    return type(like)(text)
+
+
+@pytest.fixture(scope="module")
+def help_text():
+    p = run("--help")
+    assert p.returncode == 0 and not p.stderr, p.stderr
+    return p.stdout
+
+
+def test_help_lists_every_option_with_its_default(help_text):
+    entries = _help_entries(help_text)
+    defaults = Config()
+    for f in FIELDS:
+        opt = flag(f)
+        assert opt in entries, f"{opt} ({f.name}) is not in --help"
+        m = re.search(r"default: ([^;()]*)\)$", entries[opt])
+        assert m, (opt, entries[opt])
+        assert _parse_shown(m.group(1), getattr(defaults, f.name)) == getattr(defaults, f.name), (opt, m.group(1))
+        assert entries[opt].startswith(f.metadata["help"][:40]), (opt, entries[opt])
+        if f.metadata["range"] is not None:
+            assert f"({f.metadata['range']}; default:" in entries[opt], (opt, entries[opt])
+    assert "--no-pixel-products" in entries
+    assert "default: results" in entries["--out"]
+    for opt in ("--manifest", "--quiet", "--verbose", "--version", "-q", "-v"):
+        assert opt in entries, opt
+    # one argument group per Config group, in order
+    headings = [line[:-1] for line in help_text.splitlines() if re.match(r"^[a-z][a-z ]*:$", line)]
+    assert headings == ["options", *GROUPS]
+
+
+def test_existing_options_keep_working():
+    p = build_parser()
+    given = ["--reference", "2", "--coregister", "global", "--on-registration-failure", "skip",
+             "--min-magnitude", "10", "--alpha", "0.05", "--persistence", "3", "--min-area", "12.5",
+             "--max-elongation", "8", "--buildings", "fp.gpkg", "--building-id-column", "osm_id",
+             "--bands", "red, green,blue", "--pixel-size", "0.5", "--overwrite", "--format", "kml",
+             "--format", "gpkg", "--block", "256", "--save-registered", "reg", "--out", "somewhere"]
+    args = p.parse_args(["a.tif", "b.tif", *given])
+    assert (args.images, args.out) == (["a.tif", "b.tif"], "somewhere")
+    assert config_from_args(args) == Config(
+        reference=2, coregister="global", on_registration_failure="skip", min_magnitude=10.0, alpha=0.05,
+        persistence=3, min_area_m2=12.5, max_elongation=8.0, buildings="fp.gpkg",
+        building_id_column="osm_id", bands=("red", "green", "blue"), pixel_size=0.5, overwrite=True,
+        formats=("kml", "gpkg"), block=256, save_registered="reg")
+    # --reference: an int index (negative too) or a string; --format once replaces the default
+    assert config_from_args(p.parse_args(["--reference", "-1"])).reference == -1
+    assert config_from_args(p.parse_args(["--reference", "2016-05-01"])).reference == "2016-05-01"
+    assert config_from_args(p.parse_args(["--format", "geojson"])).formats == ("geojson",)
+    assert config_from_args(p.parse_args(["--bands", ""])).bands is None
+
+
+#: A value other than the default for every field, and how it is written on the command line.
+EVERY_OPTION = {
+    "reference": ("last", "last"), "coregister": ("none", "none"), "on_registration_failure": ("raise", "raise"),
+    "min_magnitude": (9.5, "9.5"), "weak_fraction": (1.0, "1"), "alpha": (0.2, "0.2"), "persistence": (4, "4"),
+    "min_area_m2": (0.0, "0"), "min_width_m": (1.5, "1.5"), "max_ndvi": (-0.2, "-0.2"),
+    "max_elongation": (10.0, "10"), "min_rectangularity": (1.0, "1"), "min_solidity": (0.0, "0"),
+    "min_core_width_m": (3.0, "3"), "min_core_fraction": (0.25, "0.25"), "min_outline_contrast": (0.5, "0.5"),
+    "shadow_max_angle": (90.0, "90"), "shadow_min_flips": (0.3, "0.3"), "min_date_agreement": (0.9, "0.9"),
+    "rectangle_fill": (0.7, "0.7"), "transient_sigma": (2.5, "2.5"), "transient_fill_m2": (0.0, "0"),
+    "min_lead": (2, "2"), "block": (1024, "1024"), "formats": (("kml",), "kml"), "seed": (7, "7"),
+    "save_registered": ("reg", "reg"), "buildings": ("fp.geojson", "fp.geojson"),
+    "building_id_column": ("id", "id"), "pixel_products": (False, None), "memory_mb": (64, "64"),
+    "bands": (("nir", "red", "-"), "nir,red,-"), "pixel_size": (2.0, "2"), "overwrite": (True, None),
+    "detector": ("onnx", "onnx"), "model": ("m.onnx", "m.onnx"),
+}
+
+
+def test_every_field_can_be_set_on_the_command_line():
+    assert set(EVERY_OPTION) == {f.name for f in FIELDS}
+    argv = []
+    for f in FIELDS:
+        value, text = EVERY_OPTION[f.name]
+        if f.name == "pixel_products":
+            argv.append("--no-pixel-products")
+        else:
+            argv += [flag(f)] if text is None else [flag(f), text]
+    config = config_from_args(build_parser().parse_args(argv))
+    assert config == Config(**{name: value for name, (value, _) in EVERY_OPTION.items()})
+    assert config_from_args(build_parser().parse_args(["--pixel-products"])).pixel_products is True
+
+
+def test_an_empty_command_line_is_the_default_config():
+    args = build_parser().parse_args([])
+    assert config_from_args(args) == Config()
+    for f in FIELDS:                          # argparse's own defaults are Config's, too
+        assert getattr(args, f.name) == getattr(Config(), f.name), f.name
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--min-rectangularity", "5"], ["argument --min-rectangularity: '5' is out of range", "between 0 and 1"]),
+    (["--persistence", "0"], ["argument --persistence: '0' is out of range", "at least 1"]),
+    (["--persistence", "2.5"], ["argument --persistence: '2.5' is not valid", "an integer, at least 1"]),
+    (["--alpha", "0.5"], ["argument --alpha: '0.5' is out of range", "greater than 0 and less than 0.5"]),
+    (["--shadow-max-angle", "91"], ["argument --shadow-max-angle: '91' is out of range", "at most 90"]),
+    (["--min-area", "-1"], ["argument --min-area: '-1' is out of range", "at least 0"]),
+    (["--pixel-size", "0"], ["argument --pixel-size: '0' is out of range", "greater than 0"]),
+    (["--memory", "8"], ["argument --memory: '8' is out of range", "at least 16"]),
+    (["--block", "big"], ["argument --block: 'big' is not valid", "an integer, at least 64"]),
+    (["--bands", "red,,blue"], ["argument --bands:"]),
+    (["--detector", "nope"], ["argument --detector: invalid choice: 'nope'", "statistical", "onnx"]),
+    (["--format", "shp"], ["argument --format: invalid choice: 'shp'"]),
+], ids=lambda v: " ".join(v) if isinstance(v, list) and v[0].startswith("--") else None)
+def test_cli_refuses_an_invalid_value_naming_the_option(tmp_path, argv, needles):
+    out = tmp_path / "out"
+    p = run("a_2015-01-01.tif", "b_2016-01-01.tif", "--out", out, *argv)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and p.stderr.startswith("usage: detect-changes")
+    assert "detect-changes: error: argument " in p.stderr
+    for n in needles:
+        assert n in p.stderr, p.stderr
+    assert not out.exists()
+
+
+def test_cli_refuses_onnx_without_a_model(tmp_path):
+    out = tmp_path / "out"
+    p = run("a_2015-01-01.tif", "b_2016-01-01.tif", "--out", out, "--detector", "onnx")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.startswith("detect-changes: error: detector='onnx' needs a model file") and "--model" in p.stderr
+    assert not out.exists()
