@@ -8,18 +8,103 @@ expected error prints one message that says how to fix it, never a traceback
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "config_from_args"]
+
+
+def _flag(f: dataclasses.Field) -> str:
+    """The option of a Config field: its ``flag`` metadata, else ``--`` and the name with dashes."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def _shown(value) -> str:
+    """A Config value as ``--help`` shows it: 14.0 as 14, None as none, True as yes, a tuple as a, b."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return ", ".join(map(str, value))
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def _index_or_name(text: str):
+    """``--reference``: an int index (``0``, ``-1``), else the string (first, last, a date, a path)."""
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _roles(text: str):
+    """``--bands``: comma-separated roles as a tuple; an empty value gives none."""
+    return tuple(b.strip() for b in text.split(",")) if text else None
+
+
+def _option_type(f: dataclasses.Field):
+    """The ``type=`` of the option of Config field ``f``: parses and validates like Config does."""
+    from .config import why_invalid
+
+    kind = f.metadata["type"]
+    parse = {"int": int, "float": float, "index or name": _index_or_name, "strings": _roles}.get(kind, str)
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = text                       # a str is never an int or a float: why_invalid says so
+        problem = why_invalid(f, value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+        return value
+
+    return convert
+
+
+class _Repeated(argparse.Action):
+    """Like ``action="append"``, but the first use replaces the default instead of adding to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest, None)
+        items = () if given is None or given is self.default else tuple(given)
+        setattr(namespace, self.dest, items + (values,))
+
+
+def _add_option(group, f: dataclasses.Field) -> None:
+    """Add the option of Config field ``f`` to ``group``: flag, type, default and help from the field."""
+    meta = f.metadata
+    notes = [str(meta["range"])] if meta["range"] is not None else []
+    kwargs = dict(dest=f.name, default=f.default)
+    if meta["type"] == "bool":
+        kwargs["action"] = "store_true" if f.default is False else argparse.BooleanOptionalAction
+    elif meta["repeat"]:
+        kwargs.update(action=_Repeated, choices=meta["choices"])
+    elif meta["choices"] is not None:          # argparse's check: "invalid choice: ... (choose from ...)"
+        kwargs["choices"] = meta["choices"]
+    else:
+        kwargs.update(type=_option_type(f), metavar=meta["metavar"])
+    if f.name == "detector":                   # the names installed here (plugins included)
+        from .detector import available_detectors
+
+        kwargs["choices"] = tuple(available_detectors())
+        notes.insert(0, "installed: " + ", ".join(kwargs["choices"]))
+    text = meta["help"] + (", repeatable" if meta["repeat"] else "")
+    notes.append(f"default: {_shown(f.default)}")
+    action = group.add_argument(_flag(f), **kwargs)
+    action.help = f"{text} ({'; '.join(notes)})".replace("%", "%%")   # BooleanOptionalAction adds its own
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``detect-changes`` parser: one argument group per Config group, an option per Config field.
+
+    Defaults, help texts, ranges and choices come from the :class:`~changedetect.config.Config`
+    fields' metadata; an out-of-range value is a usage error (exit code 2) naming the option.
+    """
     from . import __version__
-    from .config import FORMATS
+    from .config import Config
 
     p = argparse.ArgumentParser(
         prog="detect-changes",
@@ -28,58 +113,41 @@ def build_parser() -> argparse.ArgumentParser:
                     "last_absent and first_present dates) and run.json (inputs with SHA-256, "
                     "parameters, versions, registration per scene).",
         epilog="Example: detect-changes sample_data/*.tif --out results/")
-    p.add_argument("images", nargs="*", metavar="IMAGE",
-                   help="GeoTIFFs of the same site (two or more); may be left out with --manifest")
-    p.add_argument("--manifest", metavar="CSV",
-                   help="CSV with path,date columns, paths relative to its folder (overrides dates in "
-                        "names and tags); alone, it also says which images to use")
-    p.add_argument("--reference", default="first", metavar="DATE|first|last|PATH",
-                   help="image whose grid is used and to which others are registered (default: first)")
-    p.add_argument("--coregister", choices=("local", "global", "none"), default="local",
-                   help="co-registration: tie points + the best of translation/affine/2nd-order "
-                        "polynomial (local, default), one subpixel shift (global), none")
-    p.add_argument("--save-registered", metavar="DIR",
-                   help="also write every scene co-registered onto the reference grid to DIR")
-    p.add_argument("--on-registration-failure", choices=("keep", "raise", "skip"), default="keep",
-                   help="a scene that cannot be co-registered: keep it on its georeferencing, flagged, "
-                        "with a lower confidence for its changes (default); raise (stop); skip (leave "
-                        "it out)")
-    p.add_argument("--min-magnitude", type=float, default=14.0, metavar="SIGMA",
-                   help="smallest change of a pixel, in noise standard deviations (default: 14)")
-    p.add_argument("--alpha", type=float, default=0.01,
-                   help="significance of a step against seasonal variation (default: 0.01)")
-    p.add_argument("--persistence", type=int, default=2,
-                   help="usable acquisitions a change must stay visible in (default: 2)")
-    p.add_argument("--min-area", type=float, default=30.0, metavar="M2",
-                   help="minimum mapping unit in square metres (default: 30)")
-    p.add_argument("--max-elongation", type=float, default=6.0, metavar="RATIO",
-                   help="drop changes longer than RATIO times their width (shadow slivers; default: 6)")
-    p.add_argument("--buildings", metavar="FILE",
-                   help="footprints of known buildings (GeoPackage, GeoJSON, Shapefile; any CRS, e.g. "
-                        "an OpenStreetMap extract): adds per-building status and change dates "
-                        "(buildings layer, buildings.geojson, building_dates.csv)")
-    p.add_argument("--building-id-column", metavar="NAME",
-                   help="column of --buildings holding the ids (default: building_id, id, Id, ID, "
-                        "osm_id, osm_way_id or fid, else numbered in file order)")
-    p.add_argument("--bands", metavar="ROLES",
-                   help="role of every band, comma-separated, for files that declare none: blue, "
-                        "green, red, nir, alpha (validity, never spectral), - (ignore), e.g. "
-                        "red,green,blue,nir (default: from band descriptions or colour "
-                        "interpretation; 4 undeclared bands are read as blue,green,red,nir)")
-    p.add_argument("--pixel-size", type=float, metavar="METRES",
-                   help="for images with no georeferencing (PNG/JPEG/TIFF exports): their pixel size; "
-                        "they are put on a local grid and co-registration aligns them")
-    p.add_argument("--out", default="results", metavar="DIR",
-                   help="output folder (default: results); it must be empty or absent unless --overwrite")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier run in --out as a whole (no file of it is kept)")
-    p.add_argument("--format", action="append", choices=FORMATS, dest="formats",
-                   help="output format, repeatable (default: gpkg and geojson)")
-    p.add_argument("--block", type=int, default=512, help="block size in pixels (memory use)")
+    for name, members in Config.groups().items():
+        group = p.add_argument_group(name)
+        if name == "inputs":
+            group.add_argument("images", nargs="*", metavar="IMAGE",
+                               help="GeoTIFFs of the same site (two or more); may be left out with "
+                                    "--manifest")
+            group.add_argument("--manifest", metavar="CSV",
+                               help="CSV with path,date columns, paths relative to its folder (overrides "
+                                    "dates in names and tags); alone, it also says which images to use")
+        elif name == "outputs":
+            group.add_argument("--out", default="results", metavar="DIR",
+                               help="output folder (default: results); it must be empty or absent unless "
+                                    "--overwrite")
+        for f in members:
+            _add_option(group, f)
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (twice: debug)")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`~changedetect.config.Config` of parsed ``detect-changes`` arguments.
+
+    Every Config field has an option of the same ``dest`` whose default is the
+    field's, so an empty command line gives ``Config()``.
+
+    Raises
+    ------
+    InputError
+        A combination Config refuses (``--detector onnx`` without ``--model``).
+    """
+    from .config import Config
+
+    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
 
 
 def _text(value, spec: str = "") -> str:
@@ -123,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              else logging.INFO if args.verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from .errors import ChangeDetectError, ChangeDetectWarning, InputError
-    from .pipeline import Config, detect_changes
+    from .pipeline import detect_changes
 
     warnings.simplefilter("ignore" if args.quiet else "default", ChangeDetectWarning)
     if args.pixel_size is not None:           # the user knows; GDAL's own warning adds nothing
@@ -132,16 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
-        reference = int(args.reference) if args.reference.lstrip("-").isdigit() else args.reference
-        config = Config(reference=reference, coregister=args.coregister,
-                        on_registration_failure=args.on_registration_failure,
-                        min_magnitude=args.min_magnitude, alpha=args.alpha, persistence=args.persistence,
-                        min_area_m2=args.min_area, max_elongation=args.max_elongation,
-                        block=args.block, save_registered=args.save_registered,
-                        buildings=args.buildings, building_id_column=args.building_id_column,
-                        overwrite=args.overwrite, pixel_size=args.pixel_size,
-                        bands=tuple(b.strip() for b in args.bands.split(",")) if args.bands else None,
-                        formats=tuple(args.formats or ("gpkg", "geojson")))
+        config = config_from_args(args)
         result = detect_changes(args.images, args.out, config=config, manifest=args.manifest,
                                 progress=_Progress(not args.quiet))
     except ChangeDetectError as exc:

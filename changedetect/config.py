@@ -2,18 +2,185 @@
 
 A low-level module (it imports only :mod:`changedetect.errors`), so that every
 stage, the pipeline and the command line share one set of defaults.
+
+Every field of :class:`Config` carries its description in
+``dataclasses.field(metadata=...)``; ``Config`` validates itself from it, and
+``detect-changes`` builds its options from it (one argument group per
+:data:`GROUPS` entry). The keys:
+
+``group``
+    One of :data:`GROUPS`.
+``help``
+    One line for ``--help`` and error messages (the class docstring is the reference).
+``type``
+    ``"int"`` (bool is not an int here), ``"float"`` (ints too), ``"bool"``,
+    ``"str"`` (non-empty), ``"path"`` (a non-empty str or ``os.PathLike``),
+    ``"index or name"`` (an int, or a non-empty str or path) or ``"strings"``
+    (a tuple of non-empty str; any other sequence is converted to a tuple).
+``optional``
+    True when None is accepted (the default is None).
+``range``
+    A :class:`Range` of valid numbers, or None.
+``choices``
+    Tuple of valid values (for ``"strings"``: of valid items), or None.
+``flag``, ``metavar``
+    The command-line option and its placeholder (the flag defaults to the field
+    name with dashes, ``min_magnitude`` -> ``--min-magnitude``).
+``repeat``
+    For ``"strings"``: the option is repeated (``--format gpkg --format kml``)
+    rather than comma-separated (``--bands red,green,blue``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import numbers
+import os
+from dataclasses import Field, dataclass, field, fields
 
 from .errors import InputError
 
-__all__ = ["Config", "FORMATS"]
+__all__ = ["Config", "FORMATS", "GROUPS", "Range", "why_invalid"]
 
 #: Output formats of the vector layers.
 FORMATS = ("gpkg", "geojson", "kml")
+
+#: The groups of :class:`Config` fields, in the order of ``--help`` and :meth:`Config.groups`.
+GROUPS = ("inputs", "registration", "change statistics", "object shape", "dating", "buildings",
+          "outputs", "resources")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The valid numbers of a field: an interval, open-ended where a bound is None.
+
+    Attributes
+    ----------
+    low, high : float, optional
+        Bounds; None leaves that side unbounded.
+    include_low, include_high : bool
+        Whether the bound itself is valid.
+
+    Examples
+    --------
+    >>> 0.5 in Range(0, 0.5, include_low=False, include_high=False), str(Range(1))
+    (False, 'at least 1')
+    """
+
+    low: float | None = None
+    high: float | None = None
+    include_low: bool = True
+    include_high: bool = True
+
+    def __contains__(self, value) -> bool:
+        if math.isnan(value):
+            return False
+        if self.low is not None and not (value >= self.low if self.include_low else value > self.low):
+            return False
+        return self.high is None or (value <= self.high if self.include_high else value < self.high)
+
+    def __str__(self) -> str:
+        low = self.low is not None and f"{'at least' if self.include_low else 'greater than'} {self.low:g}"
+        high = self.high is not None and f"{'at most' if self.include_high else 'less than'} {self.high:g}"
+        if low and high:
+            return (f"between {self.low:g} and {self.high:g}" if self.include_low and self.include_high
+                    else f"{low} and {high}")
+        return low or high or "any number"
+
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "True or False", "str": "a non-empty string",
+          "path": "a file or folder path (str)", "index or name": "an index (int) or a name (str)",
+          "strings": "a tuple of one or more non-empty strings"}
+
+
+def _param(default, group: str, help: str, kind: str, *, range: Range | None = None,
+           choices: tuple | None = None, flag: str | None = None, metavar: str | None = None,
+           repeat: bool = False):
+    """A Config field with its metadata (see the module docstring for the keys)."""
+    assert group in GROUPS and kind in _KINDS, (group, kind)
+    return field(default=default, metadata={
+        "group": group, "help": help, "type": kind, "optional": default is None, "range": range,
+        "choices": choices, "flag": flag, "metavar": metavar, "repeat": repeat})
+
+
+def _above(low):
+    return Range(low, include_low=False)
+
+
+_SHARE = Range(0, 1)
+
+
+def _normalised(f: Field, value):
+    """``value`` as a Config stores it: sequences of strings as tuples, NumPy scalars as Python numbers."""
+    kind = f.metadata["type"]
+    if value is None:
+        return value
+    if kind == "strings" and not isinstance(value, (str, bytes)):
+        try:
+            return tuple(value)
+        except TypeError:
+            return value
+    if kind == "int" and isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+        return int(value)
+    if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+        return float(value)
+    return value
+
+
+def _is_kind(kind: str, value) -> bool:
+    def text(v):
+        return (isinstance(v, str) and v != "") or (isinstance(v, os.PathLike) and os.fspath(v) != "")
+
+    if kind == "int":
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str) and value != ""
+    if kind == "path":
+        return text(value)
+    if kind == "index or name":
+        return _is_kind("int", value) or text(value)
+    if kind == "strings":
+        return isinstance(value, tuple) and len(value) > 0 and all(isinstance(v, str) and v for v in value)
+    raise AssertionError(kind)
+
+
+def why_invalid(f: Field, value) -> str | None:
+    """Why ``value`` cannot be the value of the Config field ``f``, or None when it can.
+
+    Parameters
+    ----------
+    f : dataclasses.Field
+        A field of :class:`Config` (``dataclasses.fields(Config)``).
+    value
+        The value, as :class:`Config` stores it (a sequence of strings as a tuple).
+
+    Returns
+    -------
+    str or None
+        A sentence to follow ``"name=value "`` or an option's value, e.g.
+        ``"is out of range: it must be between 0 and 1 (...)."``.
+    """
+    meta = f.metadata
+    if value is None and meta["optional"]:
+        return None
+    kind, valid, choices, what = meta["type"], meta["range"], meta["choices"], meta["help"]
+    if choices is not None:
+        if kind == "strings":
+            if not _is_kind(kind, value) or any(v not in choices for v in value):
+                return f"is not valid; choose one or more of {', '.join(choices)} ({what})."
+        elif value not in choices:
+            return f"is not valid; choose one of {', '.join(choices)} ({what})."
+        return None
+    if not _is_kind(kind, value):
+        must = _KINDS[kind] + (f", {valid}" if valid is not None else "")
+        return f"is not valid: it must be {must}{' or None' if meta['optional'] else ''} ({what})."
+    if valid is not None and value not in valid:
+        return f"is out of range: it must be {valid} ({what})."
+    return None
 
 
 @dataclass(frozen=True)
@@ -156,74 +323,169 @@ class Config:
         written beside it and swapped in, so no file of the earlier run
         survives). Even with it, a folder that holds files but no
         ``run.json`` of changedetect is never emptied.
+    detector : str
+        The per-pixel change detector, by name (see
+        :func:`changedetect.detector.available_detectors`): ``statistical``
+        (built in: the step test above), ``onnx`` (a trained model, ``model``)
+        or one that an installed package registers in the
+        ``changedetect.detectors`` entry point group. Registration, dating,
+        objects and outputs are the same whichever detector finds the pixels.
+    model : str, optional
+        A model file for the detectors that need one (``onnx``: an ``.onnx``
+        file; required with it).
+
+    Every field is described in its ``dataclasses.field`` metadata (group, a
+    one-line help, type, valid range or choices, command-line flag; see
+    :mod:`changedetect.config`), from which a Config validates itself: a value
+    of the wrong type or out of range raises :class:`~changedetect.errors.InputError`
+    naming the field and its valid range. :meth:`groups` lists the fields by group.
     """
 
-    reference: str | int = "first"
-    coregister: str = "local"
-    on_registration_failure: str = "keep"
-    min_magnitude: float = 14.0
-    weak_fraction: float = 0.5
-    alpha: float = 0.01
-    persistence: int = 2
-    min_area_m2: float = 30.0
-    min_width_m: float = 2.0
-    max_ndvi: float = 0.3
-    max_elongation: float = 6.0
-    min_rectangularity: float = 0.3
-    min_solidity: float = 0.5
-    min_core_width_m: float = 4.0
-    min_core_fraction: float = 0.5
-    min_outline_contrast: float = 0.2
-    shadow_max_angle: float = 6.0
-    shadow_min_flips: float = 0.1
-    min_date_agreement: float = 0.6
-    rectangle_fill: float = 0.85
-    transient_sigma: float = 3.0
-    transient_fill_m2: float = 5000.0
-    min_lead: int = 3
-    block: int = 512
-    formats: tuple[str, ...] = ("gpkg", "geojson")
-    seed: int = 0
-    save_registered: str | None = None
-    buildings: str | None = None
-    building_id_column: str | None = None
-    pixel_products: bool = True
-    memory_mb: int = 256
-    bands: tuple[str, ...] | None = None
-    pixel_size: float | None = None
-    overwrite: bool = False
+    reference: str | int = _param(
+        "first", "inputs", "image whose grid is used and to which the others are registered: first, "
+        "last, an index, an ISO date or a file name", "index or name", metavar="DATE|first|last|PATH")
+    coregister: str = _param(
+        "local", "registration", "co-registration: local fits tie points with the best of translation, "
+        "affine and 2nd-order polynomial; global one subpixel shift; none keeps the georeferencing",
+        "str", choices=("local", "global", "none"))
+    on_registration_failure: str = _param(
+        "keep", "registration", "a scene that cannot be co-registered: keep it on its georeferencing, "
+        "flagged, with a lower confidence for its changes; raise an error; skip it", "str",
+        choices=("keep", "raise", "skip"))
+    min_magnitude: float = _param(
+        14.0, "change statistics", "smallest change of a pixel, in noise standard deviations", "float",
+        range=_above(0), metavar="SIGMA")
+    weak_fraction: float = _param(
+        0.5, "change statistics", "hysteresis: pixels that step by this share of the smallest magnitude "
+        "join a change they touch; 1 turns it off", "float", range=Range(0, 1, include_low=False),
+        metavar="SHARE")
+    alpha: float = _param(
+        0.01, "change statistics", "significance level of the F test a step must pass against seasons, "
+        "soil moisture and haze", "float", range=Range(0, 0.5, include_low=False, include_high=False),
+        metavar="A")
+    persistence: int = _param(
+        2, "change statistics", "usable acquisitions a change must stay visible in", "int",
+        range=Range(1), metavar="N")
+    min_area_m2: float = _param(
+        30.0, "object shape", "minimum mapping unit in square metres", "float", range=Range(0),
+        flag="--min-area", metavar="M2")
+    min_width_m: float = _param(
+        2.0, "object shape", "changes narrower than this many metres are removed by an opening: shadow "
+        "slivers, walls, road edges", "float", range=Range(0), flag="--min-width", metavar="M")
+    max_ndvi: float = _param(
+        0.3, "change statistics", "the built side of a change must have a mean NDVI below this; needs red "
+        "and NIR bands", "float", range=Range(-1, 1), metavar="NDVI")
+    max_elongation: float = _param(
+        6.0, "object shape", "largest ratio of the long to the short side of a change's rotated "
+        "rectangle: shadow slivers are long and thin", "float", range=Range(1), metavar="RATIO")
+    min_rectangularity: float = _param(
+        0.3, "object shape", "smallest share of its rotated rectangle a change must fill", "float",
+        range=_SHARE, metavar="SHARE")
+    min_solidity: float = _param(
+        0.5, "object shape", "smallest ratio of a change's area to that of its convex hull: turning roads "
+        "and branching vegetation are not compact", "float", range=_SHARE, metavar="SHARE")
+    min_core_width_m: float = _param(
+        4.0, "object shape", "width in metres that the core of a change exceeds in every direction: "
+        "buildings are blocks, shadows and walls strips", "float", range=Range(0),
+        flag="--min-core-width", metavar="M")
+    min_core_fraction: float = _param(
+        0.5, "object shape", "smallest share of a change its core must make up", "float", range=_SHARE,
+        metavar="SHARE")
+    min_outline_contrast: float = _param(
+        0.2, "object shape", "a sharply outlined region whose outline contrast and texture changed by a "
+        "smaller share only changed brightness: dropped", "float", range=_SHARE, metavar="SHARE")
+    shadow_max_angle: float = _param(
+        6.0, "change statistics", "largest spectral angle in degrees between before and after of a "
+        "shadow moving with the sun", "float", range=Range(0, 90, include_low=False), metavar="DEG")
+    shadow_min_flips: float = _param(
+        0.1, "change statistics", "share of observations on the wrong side of its step that marks a "
+        "shadow moving with the sun", "float", range=_SHARE, metavar="SHARE")
+    min_date_agreement: float = _param(
+        0.6, "dating", "share of a region's pixels stepping on one date that makes it a change without a "
+        "clean step of its mean", "float", range=_SHARE, metavar="SHARE")
+    rectangle_fill: float = _param(
+        0.85, "object shape", "outlines that fill this share of their rotated rectangle become that "
+        "rectangle, others orthogonal polygons", "float", range=_SHARE, metavar="SHARE")
+    transient_sigma: float = _param(
+        3.0, "change statistics", "noise standard deviations by which a pixel must stand out from both "
+        "adjacent dates to be a transient: cloud, cloud shadow", "float", range=_above(0),
+        metavar="SIGMA")
+    transient_fill_m2: float = _param(
+        5000.0, "change statistics", "areas up to this many square metres enclosed by transients on a "
+        "date are unusable on it too; 0 fills none", "float", range=Range(0), flag="--transient-fill",
+        metavar="M2")
+    min_lead: int = _param(
+        3, "dating", "usable acquisitions before the roof needed to date a change at an intermediate "
+        "state: cleared pad, walls", "int", range=Range(2), metavar="N")
+    block: int = _param(
+        512, "resources", "block size in pixels of the per-pixel stage; memory grows with it", "int",
+        range=Range(64), metavar="PX")
+    formats: tuple[str, ...] = _param(
+        ("gpkg", "geojson"), "outputs", "output formats of the vector layers", "strings", choices=FORMATS,
+        flag="--format", repeat=True)
+    seed: int = _param(
+        0, "registration", "seed of the random parts, RANSAC: the same seed gives the same results", "int",
+        range=Range(0), metavar="N")
+    save_registered: str | None = _param(
+        None, "outputs", "folder to write every scene to, co-registered onto the reference grid", "path",
+        metavar="DIR")
+    buildings: str | None = _param(
+        None, "buildings", "footprints of known buildings, GeoPackage, GeoJSON or Shapefile in any CRS: "
+        "adds each building's status and change dates", "path", metavar="FILE")
+    building_id_column: str | None = _param(
+        None, "buildings", "column of the footprints holding the ids; else the first of building_id, id, "
+        "Id, ID, osm_id, osm_way_id, fid, else numbered in file order", "str", metavar="NAME")
+    pixel_products: bool = _param(
+        True, "outputs", "also write first_change.tif and change_count.tif: per pixel, the date and the "
+        "count of its changes", "bool")
+    memory_mb: int = _param(
+        256, "resources", "memory budget in MB of one block of the per-pixel stage; with many dates the "
+        "block shrinks to fit", "int", range=Range(16), flag="--memory", metavar="MB")
+    bands: tuple[str, ...] | None = _param(
+        None, "inputs", "role of every band, for files that declare none: blue, green, red, nir, alpha "
+        "for validity, - to ignore one; else from the files", "strings", metavar="ROLES")
+    pixel_size: float | None = _param(
+        None, "inputs", "metres per pixel of images with no georeferencing, PNG/JPEG/TIFF exports: they "
+        "go on a local grid", "float", range=_above(0), metavar="METRES")
+    overwrite: bool = _param(
+        False, "outputs", "replace an earlier run in the output folder as a whole: no file of it is kept",
+        "bool")
+    detector: str = _param(
+        "statistical", "change statistics", "per-pixel change detector: statistical, onnx with a model "
+        "file, or one that a plugin registers", "str", metavar="NAME")
+    model: str | None = _param(
+        None, "change statistics", "model file for the detectors that need one, e.g. onnx", "path",
+        metavar="FILE")
 
     def __post_init__(self):
-        choices = {"coregister": ("local", "global", "none"),
-                   "on_registration_failure": ("keep", "raise", "skip"),
-                   }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise InputError(f"{name}={getattr(self, name)!r} is not valid; choose one of "
-                                 f"{', '.join(allowed)}.")
-        if not 0 < self.alpha < 0.5:
-            raise InputError(f"alpha={self.alpha} must be between 0 and 0.5.")
-        if not 0 < self.weak_fraction <= 1:
-            raise InputError(f"weak_fraction={self.weak_fraction} must be in (0, 1]; 1 turns the "
-                             "hysteresis off.")
-        if self.min_magnitude <= 0:
-            raise InputError("min_magnitude must be positive (noise standard deviations).")
-        if self.persistence < 1:
-            raise InputError("persistence must be at least 1 acquisition.")
-        if self.max_elongation < 1:
-            raise InputError("max_elongation must be at least 1 (a square).")
-        if self.min_area_m2 < 0:
-            raise InputError("min_area_m2 cannot be negative.")
-        if self.block < 64:
-            raise InputError("block must be at least 64 pixels.")
-        if self.memory_mb < 16:
-            raise InputError("memory_mb must be at least 16 (MB per block of the per-pixel stage).")
-        if self.min_lead < 2:
-            raise InputError("min_lead must be at least 2 (dates before the roof for a two-step "
-                             "fit: one before the pad and the pad).")
-        if self.transient_fill_m2 < 0:
-            raise InputError("transient_fill_m2 cannot be negative (0 fills no hole under a cloud).")
-        object.__setattr__(self, "formats", tuple(self.formats))
-        bad = [f for f in self.formats if f not in FORMATS]
-        if bad or not self.formats:
-            raise InputError(f"formats {list(self.formats)} invalid; choose from {', '.join(FORMATS)}.")
+        for f in fields(self):
+            given = getattr(self, f.name)
+            value = _normalised(f, given)
+            if value is not given:
+                object.__setattr__(self, f.name, value)
+            problem = why_invalid(f, value)
+            if problem is not None:
+                raise InputError(f"{f.name}={given!r} {problem}")
+        if self.detector == "onnx" and self.model is None:
+            raise InputError("detector='onnx' needs a model file: give model=... (--model FILE on the "
+                             "command line).")
+
+    @classmethod
+    def groups(cls) -> dict[str, list[Field]]:
+        """The fields by group, in the order of :data:`GROUPS`, each group in field order.
+
+        Returns
+        -------
+        dict of str to list of dataclasses.Field
+            Every field appears in exactly one group; ``f.metadata`` holds its
+            help, type, range and command-line flag.
+
+        Examples
+        --------
+        >>> [f.name for f in Config.groups()["dating"]]
+        ['min_date_agreement', 'min_lead']
+        """
+        out: dict[str, list[Field]] = {g: [] for g in GROUPS}
+        for f in fields(cls):
+            out[f.metadata["group"]].append(f)
+        return out

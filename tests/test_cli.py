@@ -116,6 +116,24 @@ def test_bad_option_is_usage_error(tmp_path, good):
     assert p.returncode == 2 and "invalid choice" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_options_reach_the_run_record_as_config_fields(tmp_path, good):
+    """Options that had no flag before issue 15 set their Config field; run.json records that Config."""
+    import dataclasses
+    import json
+
+    from changedetect.config import Config
+
+    out = tmp_path / "out"
+    p = run(*good, "--out", out, "--coregister", "none", "--min-rectangularity", "0.35", "--seed", "3",
+            "--memory", "64", "--min-width", "1.5", "--no-pixel-products", "-q")
+    assert p.returncode == 0, p.stderr
+    expected = Config(coregister="none", min_rectangularity=0.35, seed=3, memory_mb=64, min_width_m=1.5,
+                      pixel_products=False)
+    params = json.loads((out / "run.json").read_text())["parameters"]
+    assert params == json.loads(json.dumps(dataclasses.asdict(expected)))
+    assert not (out / "first_change.tif").exists() and not (out / "change_count.tif").exists()
+
+
 def test_unregistered_run_reports_unknown_residual(site, tmp_path):
     """With --coregister none the residual of a change is unknown (NaN), not a perfect 0."""
     import geopandas as gpd
