@@ -58,7 +58,7 @@ from .series import f_threshold
 from .timeline import step_change
 
 __all__ = ["Detector", "PixelChange", "SeriesWindow", "StepDetector", "available_detectors", "get_detector",
-           "ENTRY_POINT_GROUP", "hysteresis", "change_count", "NONE", "WEAK", "STRONG"]
+           "ENTRY_POINT_GROUP", "check_answer", "hysteresis", "change_count", "NONE", "WEAK", "STRONG"]
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,15 @@ def available_detectors() -> dict[str, str]:
     """
     found = dict(BUILTIN)
     for name, ep in sorted(_entry_points().items()):
-        found.setdefault(name, ep.value)
+        if name in BUILTIN:
+            import warnings
+
+            from .errors import ChangeDetectWarning
+
+            warnings.warn(f"The detector {ep.value} registers the built-in name {name!r} and is ignored; "
+                          "its package should register another name.", ChangeDetectWarning, stacklevel=2)
+            continue
+        found[name] = ep.value
     return found
 
 
@@ -211,18 +219,19 @@ def get_detector(name: str, config) -> Detector:
     """
     from .errors import InputError
 
+    available = available_detectors()           # warns about plugins that take a built-in name
     if name in BUILTIN:
         target, load = BUILTIN[name], lambda: _load(BUILTIN[name])
     else:
         eps = _entry_points()
         if name not in eps:
             raise InputError(f"No detector is called {name!r}; installed: "
-                             f"{', '.join(available_detectors())}. A plugin registers its factory in "
+                             f"{', '.join(available)}. A plugin registers its factory in "
                              f"the {ENTRY_POINT_GROUP!r} entry point group of its package.")
         target, load = eps[name].value, eps[name].load
     try:
         factory = load()
-    except ImportError as exc:
+    except (ImportError, AttributeError) as exc:
         raise InputError(f"The detector {name!r} ({target}) cannot be imported: {exc}. Install the "
                          "package that provides it (for onnx: pip install 'changedetect[onnx]').") from None
     detector = factory(config)
@@ -275,6 +284,31 @@ class StepDetector:
             strong &= ~veg
             weak &= ~veg
         return PixelChange(first_present=steps.first_present, strong=strong, weak=weak)
+
+
+def check_answer(answer, window: SeriesWindow, name: str) -> PixelChange:
+    """A detector's answer, checked against the window it was given.
+
+    Raises
+    ------
+    ProcessingError
+        Not a :class:`PixelChange`, another shape than the window, or a
+        changed pixel whose date is not one of the window's (0 to dates - 1).
+    """
+    from .errors import ProcessingError
+
+    if not isinstance(answer, PixelChange):
+        raise ProcessingError(f"The detector {name!r} returned {type(answer).__name__}, not a PixelChange "
+                              "(see changedetect.detector).")
+    if answer.strong.shape != window.shape:
+        raise ProcessingError(f"The detector {name!r} answered for {answer.strong.shape} pixels; the window "
+                              f"has {window.shape}.")
+    d = np.asarray(answer.first_present)[answer.changed]
+    if d.size and (d.min() < 0 or d.max() >= len(window.dates)):
+        raise ProcessingError(f"The detector {name!r} marked pixels changed on date index {int(d.min())}.."
+                              f"{int(d.max())}; there are {len(window.dates)} dates (0 to "
+                              f"{len(window.dates) - 1}).")
+    return answer
 
 
 def hysteresis(date: np.ndarray, strength: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

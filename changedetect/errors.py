@@ -22,6 +22,7 @@ __all__ = [
     "NoOverlapError",
     "EmptyDataError",
     "RegistrationError",
+    "ProcessingError",
     "OutputError",
     "OutputExistsError",
     "ChangeDetectWarning",
@@ -58,6 +59,10 @@ class EmptyDataError(InputError):
 
 class RegistrationError(ChangeDetectError, RuntimeError):
     """A scene could not be co-registered to the reference."""
+
+
+class ProcessingError(ChangeDetectError, RuntimeError):
+    """A stage produced something the next one cannot use (e.g. a plugin detector's answer)."""
 
 
 class OutputError(ChangeDetectError, OSError):

@@ -212,6 +212,7 @@ class OnnxDetector:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.use_deterministic_compute = True
+        options.log_severity_level = 3          # errors only: graph-cleaning notes are not the analyst's
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=options,
                                                  providers=["CPUExecutionProvider"])

@@ -34,7 +34,7 @@ import numpy as np
 from .buildings import attach_building_ids, footprint_table, open_footprints
 from .config import Config
 from .coregister import Registration, coregister
-from .detector import SeriesWindow, change_count, get_detector
+from .detector import SeriesWindow, change_count, check_answer, get_detector
 from .io import is_unreferenced, raster_profile
 from .objects import extract_objects
 from .output import check_out_dir, run_record, write_outputs, write_pixel_products
@@ -180,7 +180,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         footprints = open_footprints(config.buildings, stack, id_column=config.building_id_column)
     requested = config
     config, warnings, unexamined = _notes(stack, config)
-    detector = get_detector(getattr(config, "detector", "statistical"), config)
+    detector = get_detector(config.detector, config)
     t = mark("open", t0)
 
     def reg_progress(done, total, name):
@@ -254,7 +254,7 @@ def _pixel_stage(stack: Stack, model, detector, config: Config, step_path: Path,
             window = SeriesWindow(images=images, usable=usable, dates=tuple(stack.dates), band_roles=stack.band_roles,
                                   noise=model.noise, dark=model.dark, transform=stack.window_transform(inner),
                                   crs=stack.crs, pixel_size=stack.pixel_size)
-            answer = detector.detect(window)
+            answer = check_answer(detector.detect(window), window, detector.name)
             date, strength = answer.codes()
             dst.write(np.stack([date, strength.astype(np.int32)]), window=inner)
             if counting:

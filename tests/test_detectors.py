@@ -35,12 +35,12 @@ STEP, SMALL = 300.0, 90.0  # a strong step (s = 900) and a weak one (s = 270, p 
 # --------------------------------------------------------------------------- models
 
 def change_model(path: Path, *, bands: int | None = BANDS, inputs: int = 1, size=None, batch=None,
-                 head: str = "prob", spatial: bool = False) -> Path:
+                 head: str = "prob", spatial: bool = False, k: float = K, c: float = C) -> Path:
     """Write an ONNX change model; ``size`` (H, W) fixed or None (dynamic), ``bands`` None: dynamic."""
     h, w = size if size is not None else ("H", "W")
     n = batch if batch is not None else "N"
-    nodes, inits = [], [helper.make_tensor("k", TensorProto.FLOAT, [], [K]),
-                        helper.make_tensor("c", TensorProto.FLOAT, [], [C]),
+    nodes, inits = [], [helper.make_tensor("k", TensorProto.FLOAT, [], [k]),
+                        helper.make_tensor("c", TensorProto.FLOAT, [], [c]),
                         helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
                         helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
                         helper.make_tensor("axes", TensorProto.INT64, [1], [1])]
@@ -94,7 +94,7 @@ def window(images: np.ndarray, usable: np.ndarray, noise: float = 5.0) -> Series
     n_t, n_c = images.shape[:2]
     return SeriesWindow(images=images.astype(np.float32), usable=usable,
                         dates=tuple(dt.date(2021, 1, 1) + dt.timedelta(days=30 * i) for i in range(n_t)),
-                        band_roles=("red", "green", "blue")[:n_c - 1], noise=np.full(n_c, noise, np.float32),
+                        band_roles=("red", "green", "blue")[:n_c - 1], noise=np.full(n_c, noise, np.float32), dark=0.0,
                         transform=Affine(0.5, 0, 262000.0, 0, -0.5, 3730000.0), crs="EPSG:32637",
                         pixel_size=0.5)
 
@@ -435,3 +435,62 @@ def test_plugin_gone_without_fixture():
     assert "threshold-test" not in available_detectors()
     with pytest.raises(InputError, match="No detector is called 'threshold-test'"):
         get_detector("threshold-test", config(None))
+
+
+# --------------------------------------------------------------------------- end to end
+
+EXE = Path(sys.executable).parent / "detect-changes"
+
+
+def test_plugin_detector_runs_the_whole_pipeline(detector_plugin, site, site_result, tmp_path):
+    """A detector from a second installed package, chosen by name, runs end to end (library and CLI)."""
+    from changedetect import Config, detect_changes
+    from changedetect.evaluate import evaluate
+
+    out = tmp_path / "lib"
+    res = detect_changes(site.images, out, config=Config(detector=detector_plugin.name))
+    assert res.run["detector"] == detector_plugin.name
+    assert res.run["parameters"]["detector"] == detector_plugin.name
+    # its per-pixel answer is used: another change-date raster than the built-in detector's
+    _, builtin_out = site_result
+    assert (out / "first_change.tif").read_bytes() != (builtin_out / "first_change.tif").read_bytes()
+    scores = evaluate(res.changes, site.truth_path)
+    assert scores.tp >= 3 and scores.precision >= 0.75, scores      # registration, objects, dating around it
+    cli_out = tmp_path / "cli"
+    p = subprocess.run([str(EXE), *map(str, site.images), "--detector", detector_plugin.name, "--out",
+                        str(cli_out)], capture_output=True, text=True, env=detector_plugin.env(), timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert (cli_out / "changes.geojson").read_bytes() == (out / "changes.geojson").read_bytes()
+
+
+def test_onnx_model_runs_the_whole_pipeline(site, tmp_path):
+    """An ONNX change model built here finds and dates the generated site's changes through the pipeline."""
+    from changedetect import Config, detect_changes
+    from changedetect.evaluate import evaluate
+
+    model = change_model(tmp_path / "cva.onnx", bands=4, k=0.05, c=1200.0, spatial=True)
+    res = detect_changes(site.images, tmp_path / "out", config=Config(detector="onnx", model=str(model)))
+    assert res.run["detector"] == "onnx"
+    scores = evaluate(res.changes, site.truth_path)
+    assert scores.f1 >= 0.85 and scores.dating_exact >= 0.75, scores
+    p = subprocess.run([str(EXE), *map(str, site.images), "--detector", "onnx", "--out", str(tmp_path / "cli")],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "--model" in p.stderr, p.stderr
+
+
+def test_a_detector_that_answers_wrongly_is_named(detector_plugin, site, tmp_path, monkeypatch):
+    """A plugin whose dates are not the window's stops the run with its name, and writes nothing."""
+    import cd_plugin_test
+
+    from changedetect import Config, detect_changes
+    from changedetect.detector import PixelChange
+    from changedetect.errors import ProcessingError
+
+    def wrong(self, window):
+        shape = window.shape
+        return PixelChange(np.full(shape, len(window.dates), np.int32), np.ones(shape, bool))
+
+    monkeypatch.setattr(cd_plugin_test.ThresholdDetector, "detect", wrong)
+    with pytest.raises(ProcessingError, match="threshold-test.*date index 8"):
+        detect_changes(site.images, tmp_path / "out", config=Config(detector=detector_plugin.name))
+    assert not (tmp_path / "out").exists()
