@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import masks
+from .config import Config
 from .confidence import confidence, shape_form
 from .coregister import registration_errors, registration_term
 from .detector import hysteresis
@@ -28,6 +29,8 @@ from .timeline import date_region, masked_mean
 
 log = logging.getLogger(__name__)
 log.addHandler(logging.NullHandler())
+
+_DEFAULTS = Config()
 
 __all__ = ["clean_mask", "label_objects", "polygonize", "regularize", "orthogonalize",
            "dominant_angle", "outline_edges", "Appearance", "appearance", "flip_fraction",
@@ -324,13 +327,24 @@ class ShapeLimits:
     min_width : float
         Mean width (area over the rectangle's long side): strips narrower than
         this are not buildings.
+
+    The defaults are those of :class:`changedetect.config.Config`
+    (``min_area_m2``, ``max_elongation``, ``min_rectangularity``,
+    ``min_solidity``, ``min_width_m``); :meth:`from_config` takes a run's.
     """
 
-    min_area: float = 30.0
-    max_elongation: float = 6.0
-    min_rectangularity: float = 0.45
-    min_solidity: float = 0.6
-    min_width: float = 2.0
+    min_area: float = _DEFAULTS.min_area_m2
+    max_elongation: float = _DEFAULTS.max_elongation
+    min_rectangularity: float = _DEFAULTS.min_rectangularity
+    min_solidity: float = _DEFAULTS.min_solidity
+    min_width: float = _DEFAULTS.min_width_m
+
+    @classmethod
+    def from_config(cls, config) -> "ShapeLimits":
+        """The limits of a run's :class:`~changedetect.config.Config`."""
+        return cls(min_area=config.min_area_m2, max_elongation=config.max_elongation,
+                   min_rectangularity=config.min_rectangularity, min_solidity=config.min_solidity,
+                   min_width=config.min_width_m)
 
 
 def shape_filter(shape: ObjectShape, limits: ShapeLimits) -> str | None:
@@ -730,9 +744,7 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
     margin = 6
     ndvi_bands = model.ndvi_bands
     core_px = max(1, int(round(config.min_core_width_m / px)))
-    limits = ShapeLimits(min_area=config.min_area_m2, max_elongation=config.max_elongation,
-                         min_rectangularity=config.min_rectangularity,
-                         min_solidity=config.min_solidity, min_width=config.min_width_m)
+    limits = ShapeLimits.from_config(config)
     n = 0
     regions = candidate_regions(step_path, stack, min_area_m2=config.min_area_m2,
                                 min_width_m=config.min_width_m)
