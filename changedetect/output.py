@@ -99,14 +99,21 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
                                  "files": {name: sha256_file(p) for name, p in registered.items()}}
         write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
         final = {}
+        nested = None
         if registered:
             target = Path(config.save_registered)
-            target.mkdir(parents=True, exist_ok=True)
+            try:       # a folder inside out_dir moves in with the rest (else the swap would drop it)
+                nested = target.resolve().relative_to(out_dir.resolve())
+            except ValueError:
+                nested = None
+            place = staging / nested if nested is not None else target
+            place.mkdir(parents=True, exist_ok=True)
             for name, p in registered.items():
-                os.replace(p, target / name)
-                final[name] = target / name
+                os.replace(p, place / name)
+                final[name] = (out_dir / nested if nested is not None else target) / name
         shutil.rmtree(staging / ".registered", ignore_errors=True)
-        names = sorted(p.name for p in staging.iterdir())
+        names = sorted(p.name for p in staging.iterdir()
+                       if nested is None or not nested.parts or p.name != nested.parts[0])
         old = None
         try:
             if out_dir.is_dir() and any(out_dir.iterdir()):

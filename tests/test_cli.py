@@ -174,6 +174,22 @@ def test_cli_saves_registered_scenes_with_their_hashes(site, tmp_path):
     assert not list(out.glob(".staging-*"))
 
 
+def test_save_registered_inside_the_output_folder_is_kept(site, tmp_path):
+    """``--save-registered OUT/registered`` survives the swap of OUT into place (it was deleted with it)."""
+    import hashlib
+    import json
+
+    out = tmp_path / "out"
+    p = run(*site.images[:3], "--out", out, "--save-registered", out / "registered", "--coregister", "global")
+    assert p.returncode == 0, p.stderr
+    files = json.loads((out / "run.json").read_text())["registered"]["files"]
+    assert len(files) == 3
+    for name, digest in files.items():
+        assert hashlib.sha256((out / "registered" / name).read_bytes()).hexdigest() == digest
+        assert f"wrote {out / 'registered' / name}" in p.stdout
+
+
+
 def test_out_folder_with_an_earlier_run_is_refused_then_replaced_whole(site, tmp_path):
     """A second run into the same --out must not mix with the first: refused, or replaced whole."""
     out = tmp_path / "out"
