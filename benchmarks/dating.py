@@ -43,7 +43,9 @@ def scaling(n_dates: int, size: int, repeat: int) -> dict:
     """Time of the per-pixel kernels on an (n_dates, 5, size, size) float32 series."""
     import numpy as np
 
-    from changedetect.pipeline import Config, _change_count, _pixel_block
+    from changedetect.config import Config
+    from changedetect.detector import change_count
+    from changedetect.series import pixel_block
     from changedetect.timeline import step_change
 
     rng = np.random.default_rng(0)
@@ -55,18 +57,16 @@ def scaling(n_dates: int, size: int, repeat: int) -> dict:
     usable = rng.random((n_dates, size, size)) > 0.05
     scale = np.ones(bands, np.float32)
 
-    class Model:
-        noise = scale
-        min_fstat = 3.0
-
+    min_fstat = 3.0
     cfg = Config()
     out = np.empty_like(img)
     t_copy = min(_timed(lambda: np.copyto(out, img)) for _ in range(repeat))
 
     def kernels():
         s = step_change(img, usable, scale=scale, min_after=cfg.persistence)
-        changed = (s.magnitude >= cfg.min_magnitude) & (s.fstat >= Model.min_fstat)
-        _change_count(img, usable, s, changed, Model, cfg)
+        changed = (s.magnitude >= cfg.min_magnitude) & (s.fstat >= min_fstat)
+        change_count(img, usable, s.first_present, changed, noise=scale, min_magnitude=cfg.min_magnitude,
+                     min_fstat=min_fstat, persistence=cfg.persistence)
 
     t = min(_timed(kernels) for _ in range(repeat))
 
@@ -78,7 +78,7 @@ def scaling(n_dates: int, size: int, repeat: int) -> dict:
 
     return {"dates": n_dates, "seconds": t, "per_date_ms": 1000 * t / n_dates, "copy_s": t_copy,
             "x_copy": t / t_copy, "series_mb": img.nbytes / 2**20,
-            "pipeline_block": _pixel_block(_Stack(), cfg)}
+            "pipeline_block": pixel_block(_Stack(), block=cfg.block, memory_mb=cfg.memory_mb)}
 
 
 def _timed(f) -> float:
