@@ -289,7 +289,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     scale : ndarray, shape (bands,)
         Noise standard deviation of one observation, per band.
     min_magnitude, min_fstat, persistence :
-        As in :class:`changedetect.pipeline.Config`: the per-pixel change
+        As in :class:`changedetect.config.Config`: the per-pixel change
         threshold (sigmas), the F threshold, and the usable dates the changed
         state must hold.
     min_valid : float
@@ -490,6 +490,13 @@ def footprint_kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, t
     have an interior (pixels 2 or more from its edge). Built on both sides
     of the step: the building stood all along and was modified; built only
     after: new; built only before (or less built after): demolished.
+
+    This is not the rule of a detected region
+    (:func:`changedetect.objects.appearance`), on purpose: a region's outline is
+    where its pixels changed, so whether that outline gets sharper or weaker
+    tells its kind; a given footprint's outline is drawn whether or not a
+    building stands there, so the question is whether it looks built (outline
+    over interior) on each side of the step.
     """
     def composite(sel):
         return masked_mean(images, usable & sel[:, None, None])

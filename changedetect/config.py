@@ -268,7 +268,7 @@ class Config:
         A pixel brighter than both adjacent dates by this many noise sigmas in
         every band but the near-infrared, or darker in every band, and by half
         the step between those dates, is a transient (cloud, cloud shadow) and
-        unusable on that date (see :func:`transients`).
+        unusable on that date (see :func:`changedetect.masks.transients`).
     transient_fill_m2 : float
         Areas up to this size surrounded by transients on one date (a roof under
         a cloud, as bright as the cloud) are unusable on that date too.
