@@ -28,6 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/real.py
 	$(BIN)/python benchmarks/pipeline.py
 	$(BIN)/python benchmarks/coregistration.py
 	$(BIN)/python benchmarks/kernels.py

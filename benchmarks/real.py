@@ -409,6 +409,7 @@ def main(argv=None) -> int:
             results[s] = pixel_set(s, work) if s in ("levir", "dsifn", "oscd") else globals()[s](work)
             results[s]["benchmark_seconds"] = round(time.perf_counter() - t, 1)
             print_set(s, results[s], flush=True)
+    print_summary(results)
     pooled = [p for r in results.values() for p in r.get("reliability", [])]
     print("\nConfidence reliability of our polygons, pooled over the sets "
           "(real: at least half of the polygon on labelled change)")
@@ -420,6 +421,27 @@ def main(argv=None) -> int:
             r["reliability"] = reliability_table(r.get("reliability", []))
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
     return 0
+
+
+#: Issue 16's targets: set -> (our figure, its target).
+TARGETS = {"levir": ("ours", 0.5), "xbd": ("ours", 0.7), "spacenet7": ("ours, footprints", 0.6)}
+
+
+def print_summary(results: dict) -> None:
+    """One line per set: ours against the best baseline of the same run, and the target where one is set."""
+    print("\nSummary (F1 on each set's metric)")
+    print(f"  {'set':10s} {'ours':>6s} {'best baseline':>32s} {'ours >= it':>10s} {'target':>7s}")
+    for name, r in results.items():
+        if not r:
+            continue
+        ours = {k: v["f1"] for k, v in r["scores"].items() if k.startswith("ours")}
+        base = {k: v["f1"] for k, v in r["scores"].items() if not k.startswith("ours")}
+        best = max(base, key=base.get)
+        # the footprint baselines are compared with our footprint mode, the others with our polygons
+        mine = ours.get("ours, footprints", ours["ours"]) if best.endswith("footprints") else ours["ours"]
+        target = TARGETS.get(name)
+        t = f"{target[1]:.2f}" if target else "-"
+        print(f"  {name:10s} {mine:6.3f} {best[:24]:>24s} {base[best]:7.3f} {'yes' if mine >= base[best] else 'NO':>10s} {t:>7s}")
 
 
 def print_set(name: str, r: dict, flush: bool = False) -> None:
