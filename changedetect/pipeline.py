@@ -171,6 +171,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
     if out_dir is not None:
         check_out_dir(Path(out_dir), config.overwrite)
+    detector = get_detector(config.detector, config)     # a missing plugin or model: before any work
     stack = open_stack(images, manifest=manifest, reference=config.reference, bands=config.bands,
                        pixel_size=config.pixel_size)
     for i in range(len(stack)):
@@ -180,7 +181,8 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         footprints = open_footprints(config.buildings, stack, id_column=config.building_id_column)
     requested = config
     config, warnings, unexamined = _notes(stack, config)
-    detector = get_detector(config.detector, config)
+    if config is not requested:                          # e.g. persistence lowered for a short series
+        detector = get_detector(config.detector, config)
     t = mark("open", t0)
 
     def reg_progress(done, total, name):

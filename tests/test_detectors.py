@@ -494,3 +494,13 @@ def test_a_detector_that_answers_wrongly_is_named(detector_plugin, site, tmp_pat
     with pytest.raises(ProcessingError, match="threshold-test.*date index 8"):
         detect_changes(site.images, tmp_path / "out", config=Config(detector=detector_plugin.name))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_model_stops_before_any_work(site, tmp_path):
+    """A wrong --model is refused first: exit 2, the file named, no warning about the images, no output."""
+    missing = tmp_path / "nowhere.onnx"
+    p = subprocess.run([str(EXE), *map(str, site.images), "--detector", "onnx", "--model", str(missing),
+                        "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert str(missing) in p.stderr and "WARNING" not in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists()
