@@ -325,8 +325,11 @@ class Config:
         ``run.json`` of changedetect is never emptied.
     detector : str
         The per-pixel change detector, by name (see
-        :func:`changedetect.detector.available_detectors`): ``statistical``
-        (built in: the step test above), ``onnx`` (a trained model, ``model``)
+        :func:`changedetect.detector.available_detectors`): ``auto`` (default:
+        ``pair`` for two acquisitions, ``statistical`` for more),
+        ``statistical`` (built in: the step test above), ``pair``
+        (:class:`changedetect.pair.PairDetector`: the pair method, first
+        against last acquisition), ``onnx`` (a trained model, ``model``)
         or one that an installed package registers in the
         ``changedetect.detectors`` entry point group. Registration, dating,
         objects and outputs are the same whichever detector finds the pixels.
@@ -451,8 +454,9 @@ class Config:
         False, "outputs", "replace an earlier run in the output folder as a whole: no file of it is kept",
         "bool")
     detector: str = _param(
-        "statistical", "change statistics", "per-pixel change detector: statistical, onnx with a model "
-        "file, or one that a plugin registers", "str", metavar="NAME")
+        "auto", "change statistics", "per-pixel change detector: auto (pair for two acquisitions, "
+        "statistical for more), statistical, pair, onnx with a model file, or one that a plugin "
+        "registers", "str", metavar="NAME")
     model: str | None = _param(
         None, "change statistics", "model file for the detectors that need one, e.g. onnx", "path",
         metavar="FILE")

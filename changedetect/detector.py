@@ -58,7 +58,7 @@ from .series import f_threshold
 from .timeline import step_change
 
 __all__ = ["Detector", "PixelChange", "SeriesWindow", "StepDetector", "available_detectors", "get_detector",
-           "ENTRY_POINT_GROUP", "check_answer", "hysteresis", "change_count", "NONE", "WEAK", "STRONG"]
+           "ENTRY_POINT_GROUP", "AUTO", "resolve", "check_answer", "hysteresis", "change_count", "NONE", "WEAK", "STRONG"]
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,16 @@ NONE, WEAK, STRONG = 0, 1, 2
 
 @runtime_checkable
 class Detector(Protocol):
-    """The per-pixel change stage: a window of every date in, :class:`PixelChange` out."""
+    """The per-pixel change stage: a window of every date in, :class:`PixelChange` out.
+
+    Two optional members: ``halo`` (int), the pixels of context a detector
+    needs around a window (filters, neighbourhoods): the pipeline hands it the
+    window grown by that much and keeps the answer for the window itself; and
+    ``fit(sample)``, called once before the first window with a
+    :class:`SeriesWindow` of windows spread over the site, for statistics of
+    the whole scene (then every window is judged alike, whatever the block
+    size).
+    """
 
     name: str
 
@@ -169,7 +178,26 @@ ENTRY_POINT_GROUP = "changedetect.detectors"
 
 #: Detectors that come with changedetect (name -> "module:attribute").
 BUILTIN = {"statistical": "changedetect.detector:StepDetector",
+           "pair": "changedetect.pair:PairDetector",
            "onnx": "changedetect.onnx_detector:OnnxDetector"}
+
+#: The name that picks a built-in detector by the number of acquisitions (:func:`resolve`).
+AUTO = "auto"
+
+
+def resolve(name: str, n_dates: int) -> str:
+    """The detector a run uses: ``auto`` is ``pair`` for two acquisitions, ``statistical`` for more.
+
+    With two acquisitions the series model has one observation on each side of
+    every step and no spread to test a step against; the pair method's
+    normalisation, score and threshold were chosen on labelled real pairs.
+
+    >>> resolve("auto", 2), resolve("auto", 8), resolve("onnx", 2)
+    ('pair', 'statistical', 'onnx')
+    """
+    if name != AUTO:
+        return name
+    return "pair" if n_dates == 2 else "statistical"
 
 
 def _load(target: str):
@@ -194,9 +222,9 @@ def available_detectors() -> dict[str, str]:
     The built-in ones first, then those that installed packages register in the
     ``changedetect.detectors`` entry point group (a built-in name cannot be taken).
     """
-    found = dict(BUILTIN)
+    found = {AUTO: "pair for two acquisitions, statistical for more", **BUILTIN}
     for name, ep in sorted(_entry_points().items()):
-        if name in BUILTIN:
+        if name in found:
             import warnings
 
             from .errors import ChangeDetectWarning
@@ -220,6 +248,9 @@ def get_detector(name: str, config) -> Detector:
     from .errors import InputError
 
     available = available_detectors()           # warns about plugins that take a built-in name
+    if name == AUTO:
+        raise InputError("get_detector needs a detector's name; resolve 'auto' first with "
+                         "resolve('auto', n_dates).")
     if name in BUILTIN:
         target, load = BUILTIN[name], lambda: _load(BUILTIN[name])
     else:

@@ -146,7 +146,7 @@ def shadow_like(before: np.ndarray, after: np.ndarray, *, dark: float, angle_deg
 
 
 def illumination_mask(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None,
-                      dark_quantile: float = 0.3, min_correlation: float = 0.5,
+                      dark_quantile: float = 0.3, dark: float | None = None, min_correlation: float = 0.5,
                       clouds: bool = True, shadows: bool = True, visible=None,
                       cloud_contrast: float = 1.3) -> np.ndarray:
     """Changes that are illumination, not construction: clouds, cloud shadows, moving shadows.
@@ -155,7 +155,8 @@ def illumination_mask(before: np.ndarray, after: np.ndarray, *, valid: np.ndarra
     (:func:`cloud_mask`) and at least ``cloud_contrast`` times brighter there
     than in the other, or when its change is a same-colour darkening or
     brightening into a dark state (:func:`shadow_like`, with ``dark`` the
-    ``dark_quantile`` of the before image's brightness) while the ground's
+    ``dark_quantile`` of the before image's brightness, or ``dark`` when
+    given, e.g. measured once over a whole scene) while the ground's
     texture still shows through (:func:`local_correlation` of at least
     ``min_correlation``): a shadow darkens the ground, a new dark roof replaces it.
     """
@@ -166,7 +167,8 @@ def illumination_mask(before: np.ndarray, after: np.ndarray, *, valid: np.ndarra
     lum = before.mean(axis=0, dtype=np.float32)
     m = np.zeros(before.shape[1:], bool)
     if shadows:
-        dark = float(np.quantile(lum[v], dark_quantile))
+        if dark is None:
+            dark = float(np.quantile(lum[v], dark_quantile))
         m |= shadow_like(before, after, dark=dark) & (local_correlation(before, after) >= min_correlation)
     if clouds:
         # a cloud is there in one image only: it must also be much brighter than the other

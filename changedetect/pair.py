@@ -34,11 +34,12 @@ import numpy as np
 
 from . import detect, masks, portable
 from .arrays import check_pair, sample_pixels
+from .detector import PixelChange, SeriesWindow
 from .errors import EmptyDataError, InputError
 from .objects import clean_mask
 from .radiometry import normalize
 
-__all__ = ["PairConfig", "PairResult", "detect_pair", "drop_elongated"]
+__all__ = ["PairConfig", "PairResult", "PairStatistics", "PairDetector", "detect_pair", "drop_elongated"]
 
 _NORMALIZATIONS = ("irmad", "zscore", "histogram", "none")
 _KERNELS = ("irmad", "cva", "log_ratio", "pca_kmeans", "structural", "combined")
@@ -195,12 +196,42 @@ class PairResult:
     masked: np.ndarray
     normalization: dict
     config: PairConfig = field(default_factory=PairConfig)
+    statistics: "PairStatistics | None" = None
 
     def to_dict(self) -> dict:
         """JSON-ready record (no arrays)."""
         return {"config": self.config.to_dict(), "threshold": self.threshold.to_dict(),
                 "normalization": self.normalization, "changed_pixels": int(self.mask.sum()),
                 "masked_pixels": int(self.masked.sum())}
+
+
+@dataclass(frozen=True)
+class PairStatistics:
+    """What :func:`detect_pair` measures on a pair as a whole, to judge every window of it alike.
+
+    Given back to :func:`detect_pair` (``statistics=``), a window of the pair is
+    normalised, weighted, masked and thresholded with the whole scene's
+    figures instead of its own, so the answer does not depend on how the scene
+    is cut into windows (see :class:`PairDetector`). Fields that a
+    configuration does not use are None.
+
+    Attributes
+    ----------
+    zscore_before, zscore_after : (ndarray, ndarray) or None
+        Per band median and robust sigma of each image (``normalization="zscore"``).
+    exponent : float
+        The decorrelation exponent of the score (``adapt``).
+    dark : float or None
+        Brightness below which a darkening can be a shadow (``mask_shadows``).
+    threshold : detect.Threshold
+        The cut of the score.
+    """
+
+    zscore_before: tuple | None
+    zscore_after: tuple | None
+    exponent: float
+    dark: float | None
+    threshold: detect.Threshold
 
 
 def _score(before, after, after_n, valid, config: PairConfig):
@@ -223,15 +254,22 @@ def _score(before, after, after_n, valid, config: PairConfig):
     return chi * (2.0 * st), "combined"
 
 
-def _zscore(image: np.ndarray, valid: np.ndarray):
-    """Per band ``(x - median) / (IQR / 1.349)`` over valid pixels: each image in its own robust units."""
-    idx = sample_pixels(valid, image.shape[1:], 1 << 20)
-    flat = image.reshape(image.shape[0], -1)[:, idx].astype(np.float64)
-    med = np.median(flat, axis=1)
-    q1, q3 = np.percentile(flat, [25, 75], axis=1)
-    sd = np.maximum((q3 - q1) / 1.349, 1e-6)
+def _zscore(image: np.ndarray, valid: np.ndarray, fixed: tuple[np.ndarray, np.ndarray] | None = None):
+    """Per band ``(x - median) / (IQR / 1.349)`` over valid pixels: each image in its own robust units.
+
+    ``fixed`` (median, sigma) per band: those of the whole scene, instead of this window's.
+    """
+    if fixed is not None:
+        med, sd = (np.asarray(a, np.float64) for a in fixed)
+    else:
+        idx = sample_pixels(valid, image.shape[1:], 1 << 20)
+        flat = image.reshape(image.shape[0], -1)[:, idx].astype(np.float64)
+        med = np.median(flat, axis=1)
+        q1, q3 = np.percentile(flat, [25, 75], axis=1)
+        sd = np.maximum((q3 - q1) / 1.349, 1e-6)
     out = ((image - med[:, None, None].astype(np.float32)) / sd[:, None, None].astype(np.float32))
-    rec = {"median": [round(float(m), 4) for m in med], "sigma": [round(float(x), 4) for x in sd]}
+    rec = {"median": [round(float(m), 4) for m in med], "sigma": [round(float(x), 4) for x in sd],
+           "_fixed": (med, sd)}
     return rec, out.astype(np.float32)
 
 
@@ -321,7 +359,7 @@ def _ndvi(image: np.ndarray, config: PairConfig) -> np.ndarray:
 
 
 def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None,
-                config: PairConfig | None = None) -> PairResult:
+                config: PairConfig | None = None, statistics: PairStatistics | None = None) -> PairResult:
     """Changed pixels between two co-registered images.
 
     Parameters
@@ -333,6 +371,9 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
         Pixels valid in both images (nodata excluded); never reported as change.
     config : PairConfig, optional
         Defaults as documented there.
+    statistics : PairStatistics, optional
+        The whole scene's (``PairResult.statistics`` of a run on a sample of
+        it): a window of the scene is then judged with them, not its own.
 
     Returns
     -------
@@ -359,8 +400,10 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
         # invalid pixels (nodata, junk) take each band's valid median, so that no filter,
         # statistic or mask below can carry their values into valid pixels
         before, after = before.copy(), after.copy()
-        for img in (before, after):
-            med = np.median(img[:, v], axis=1)
+        scene = (None, None) if statistics is None else (statistics.zscore_before, statistics.zscore_after)
+        for img, z in zip((before, after), scene):
+            # the scene's medians when known, so that a window's fill does not depend on the window
+            med = np.median(img[:, v], axis=1) if z is None else np.asarray(z[0], np.float32)
             img[:, ~v] = med[:, None]
     for name, idx in (("rgb", config.rgb or ()), ("nir", () if config.nir is None else (config.nir,))):
         if any(not 0 <= i < nb for i in idx):
@@ -376,19 +419,22 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
             config, cloud_band=None,
             rgb=None if config.rgb is None else tuple(remap[b] for b in config.rgb),
             nir=None if config.nir is None else remap[config.nir])
-        r = detect_pair(before[keep], after[keep], valid=v & ~cloudy, config=config_k)
+        r = detect_pair(before[keep], after[keep], valid=v & ~cloudy, config=config_k, statistics=statistics)
         masked = r.masked | cloudy
         return dataclasses.replace(r, masked=masked, config=config,
                                    normalization={**r.normalization, "cloud_band_pixels": int(cloudy.sum())})
     if config.normalization in ("irmad", "histogram"):
         after_n, norm_rec = normalize(before, after, valid=v, method=config.normalization)
     elif config.normalization == "zscore":
-        zb, before_n = _zscore(before, v)
-        za, after_n = _zscore(after, v)
+        zb, before_n = _zscore(before, v, None if statistics is None else statistics.zscore_before)
+        za, after_n = _zscore(after, v, None if statistics is None else statistics.zscore_after)
+        fixed = (zb.pop("_fixed"), za.pop("_fixed"))
         norm_rec = {"method": "zscore", "before": zb, "after": za}
     else:
         after_n = after
         norm_rec = {"method": "none"}
+    if config.normalization != "zscore":
+        fixed = (None, None)
     # masks and priors look at radiometry: the before image and the after image in its units
     look_b, look_a = before, (after if config.normalization == "zscore" else after_n)
     if config.normalization == "zscore":
@@ -409,9 +455,12 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
         score = portable.gaussian_filter(score, config.smooth, mode="nearest")
     exponent = 1.0
     if config.adapt > 0 and statistic in ("cva", "chi2", "combined"):
-        rho = _mean_band_correlation(kb, kan, v)
-        exponent = float(min(1.0, config.adapt * max(rho, 0.0)))
-        norm_rec["band_correlation"] = round(rho, 4)
+        if statistics is None:
+            rho = _mean_band_correlation(kb, kan, v)
+            exponent = float(min(1.0, config.adapt * max(rho, 0.0)))
+            norm_rec["band_correlation"] = round(rho, 4)
+        else:
+            exponent = statistics.exponent
         if exponent < 1.0:
             score = portable.power(np.maximum(score, 0).astype(np.float32), exponent)
             statistic = "weighted"
@@ -426,9 +475,13 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     masked = ~v
     if config.nir is not None and rgb_ok:
         masked = masked | ((_ndvi(look_b, config) > config.max_ndvi) & (_ndvi(look_a, config) > config.max_ndvi))
+    dark = None
+    if config.mask_shadows:
+        dark = (statistics.dark if statistics is not None and statistics.dark is not None
+                else float(np.quantile(look_b.mean(axis=0, dtype=np.float32)[v], 0.3)))
     if config.mask_shadows or config.mask_clouds:
         ill = masks.illumination_mask(look_b, look_a, valid=v, clouds=config.mask_clouds and rgb_ok,
-                                       shadows=config.mask_shadows,
+                                       shadows=config.mask_shadows, dark=dark,
                                        visible=config.rgb if rgb_ok else None)
         # smoothing spreads a masked change over its edges: grow the mask as far
         reach = int(np.ceil(2.0 * np.hypot(config.presmooth, config.smooth)))
@@ -436,7 +489,9 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
             ill = ndi.binary_dilation(ill, structure=_disk(reach)) & v
         masked = masked | ill
     use = ~masked
-    if statistic == "kmeans":
+    if statistics is not None:
+        thr = statistics.threshold
+    elif statistic == "kmeans":
         thr = detect.Threshold(0.0, "kmeans")
     elif config.threshold == "chi2" and statistic in ("chi2", "cva"):
         thr = detect.choose_threshold(score, method="chi2", n_bands=nb, alpha=config.alpha,
@@ -451,5 +506,70 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
         mask = clean_mask(mask, min_pixels=config.min_pixels, radius=config.radius) & use
     if config.max_elongation > 0:
         mask = drop_elongated(mask, config.max_elongation)
+    stats = PairStatistics(zscore_before=fixed[0], zscore_after=fixed[1], exponent=exponent, dark=dark,
+                           threshold=thr)
     return PairResult(mask=mask, score=score.astype(np.float32, copy=False), threshold=thr, masked=masked,
+                      statistics=stats,
                       normalization=norm_rec, config=config)
+
+
+class PairDetector:
+    """:func:`detect_pair` as the per-pixel stage of a run: the first acquisition against the last.
+
+    The default for a run of two acquisitions (``Config(detector="auto")``):
+    there the series model has one observation on each side of every step and
+    nothing to estimate the noise of a step from, while the pair method's
+    normalisation, score, priors and threshold were chosen on labelled real
+    pairs. Its statistics (each image's robust band units, the score's
+    decorrelation exponent, the shadow level and the threshold) are measured
+    once on a sample of the whole scene (:meth:`fit`, which the pipeline calls
+    before the first window), so every window is judged alike and the answer
+    does not depend on the block size. Band roles come from the stack: the
+    ``built`` prior needs red, green and blue; NIR, when there, masks what is
+    vegetated at both dates. A changed pixel is dated at the last acquisition.
+    """
+
+    name = "pair"
+    #: Context around a window: the pre- and post-smoothing, the texture and shadow windows and
+    #: the growth of the shadow mask reach less than 16 px; twice that for a margin.
+    halo = 32
+
+    def __init__(self, config):
+        self.statistics: PairStatistics | None = None
+
+    @staticmethod
+    def _setup(window: SeriesWindow):
+        roles = window.band_roles
+        rgb = tuple(roles.index(r) for r in ("red", "green", "blue")) if all(
+            r in roles for r in ("red", "green", "blue")) else None
+        # shapes are the object stage's (on whole regions): no elongation rule on a window's pieces
+        config = PairConfig(rgb=rgb, nir=window.band("nir") if rgb else None,
+                            prior="built" if rgb else "none", max_elongation=0.0)
+        x = window.images[:, :-1]                  # the spectral bands, not the texture channel
+        return config, x[0], x[-1], window.usable[0] & window.usable[-1]
+
+    def fit(self, sample: SeriesWindow) -> None:
+        """Measure the pair's statistics on a sample of the whole scene."""
+        config, before, after, valid = self._setup(sample)
+        self.statistics = detect_pair(before, after, valid=valid, config=config).statistics
+
+    def to_dict(self) -> dict:
+        """The fitted statistics, for the run record."""
+        st = self.statistics
+        if st is None:
+            return {}
+        z = {k: None if v is None else {"median": [round(float(m), 4) for m in v[0]],
+                                        "sigma": [round(float(x), 4) for x in v[1]]}
+             for k, v in (("before", st.zscore_before), ("after", st.zscore_after))}
+        return {"zscore": z, "score_exponent": round(st.exponent, 4),
+                "shadow_dark_level": None if st.dark is None else round(st.dark, 4),
+                "threshold": st.threshold.to_dict()}
+
+    def detect(self, window: SeriesWindow) -> PixelChange:
+        config, before, after, valid = self._setup(window)
+        first = np.full(window.shape, -1, np.int32)
+        if valid.sum() < 100:
+            return PixelChange(first, np.zeros(window.shape, bool))
+        mask = detect_pair(before, after, valid=valid, config=config, statistics=self.statistics).mask
+        first[mask] = len(window.dates) - 1
+        return PixelChange(first, mask)

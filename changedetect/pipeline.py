@@ -34,11 +34,11 @@ import numpy as np
 from .buildings import attach_building_ids, footprint_table, open_footprints
 from .config import Config
 from .coregister import Registration, coregister
-from .detector import SeriesWindow, change_count, check_answer, get_detector
+from .detector import AUTO, PixelChange, SeriesWindow, change_count, check_answer, get_detector, resolve
 from .io import is_unreferenced, raster_profile
 from .objects import extract_objects
 from .output import check_out_dir, run_record, write_outputs, write_pixel_products
-from .series import fit_series_model, pixel_block, read_series
+from .series import fit_series_model, pixel_block, read_series, sample_windows
 from .stack import Stack, check_not_empty, open_stack
 from .vector import buildings_to_frames, to_geodataframe
 
@@ -171,7 +171,8 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
 
     if out_dir is not None:
         check_out_dir(Path(out_dir), config.overwrite)
-    detector = get_detector(config.detector, config)     # a missing plugin or model: before any work
+    # a missing plugin or model file stops the run before any work
+    early = get_detector(config.detector, config) if config.detector != AUTO else None
     stack = open_stack(images, manifest=manifest, reference=config.reference, bands=config.bands,
                        pixel_size=config.pixel_size)
     for i in range(len(stack)):
@@ -181,8 +182,8 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         footprints = open_footprints(config.buildings, stack, id_column=config.building_id_column)
     requested = config
     config, warnings, unexamined = _notes(stack, config)
-    if config is not requested:                          # e.g. persistence lowered for a short series
-        detector = get_detector(config.detector, config)
+    detector = (early if early is not None and config is requested
+                else get_detector(resolve(config.detector, len(stack)), config))
     t = mark("open", t0)
 
     def reg_progress(done, total, name):
@@ -198,6 +199,10 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                                     transient_fill_m2=config.transient_fill_m2)
     stats = {"thresholds": {"min_magnitude_sigma": config.min_magnitude, "min_fstat": round(model.min_fstat, 4),
                             "fstat_alpha": config.alpha}, "detector": detector.name, **stats}
+    if callable(getattr(detector, "fit", None)):         # statistics of the whole scene, once
+        detector.fit(_sample(stack, model, memory_mb=config.memory_mb))
+        if callable(getattr(detector, "to_dict", None)):
+            stats["detector_fit"] = detector.to_dict()
     t = mark("normalise", t)
     block = pixel_block(stack, block=config.block, memory_mb=config.memory_mb)
 
@@ -242,6 +247,23 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
         shutil.rmtree(products_dir, ignore_errors=True)
 
 
+def _sample(stack: Stack, model, *, memory_mb: int, size: int = 256) -> SeriesWindow:
+    """Windows spread over the site, side by side in one :class:`SeriesWindow`, for a detector's ``fit``.
+
+    Up to 16 windows of ``size`` pixels (the whole grid when it is smaller),
+    as many as fit a third of the memory budget with every date; the
+    ``transform`` is the first window's.
+    """
+    per_window = size * size * len(stack) * (stack.count + 1) * 4 * 3
+    n = int(max(1, min(16, memory_mb * 2**20 // per_window)))
+    windows = sample_windows(stack, size=size, n=n)
+    parts = [read_series(stack, model, w) for w in windows]
+    return SeriesWindow(images=np.concatenate([p[0] for p in parts], axis=-1),
+                        usable=np.concatenate([p[1] for p in parts], axis=-1), dates=tuple(stack.dates),
+                        band_roles=stack.band_roles, noise=model.noise, dark=model.dark,
+                        transform=stack.window_transform(windows[0]), crs=stack.crs, pixel_size=stack.pixel_size)
+
+
 def _pixel_stage(stack: Stack, model, detector, config: Config, step_path: Path, count_path: Path, *,
                  block: int, counting: bool, progress: Progress | None) -> None:
     """Run the detector over every block; write its answer (date, strength) and the change count."""
@@ -251,12 +273,19 @@ def _pixel_stage(stack: Stack, model, detector, config: Config, step_path: Path,
     grid = dict(crs=stack.crs, transform=stack.transform)
     with rasterio.open(step_path, "w", **raster_profile(stack.width, stack.height, 2, "int32", **grid)) as dst, \
             rasterio.open(count_path, "w", **raster_profile(stack.width, stack.height, 1, "uint8", **grid)) as cnt:
-        for b, (inner, _) in enumerate(blocks, start=1):
-            images, usable = read_series(stack, model, inner)
+        halo = int(getattr(detector, "halo", 0) or 0)
+        for b, (inner, outer) in enumerate(stack.windows(block=block, halo=halo), start=1):
+            images, usable = read_series(stack, model, outer)
             window = SeriesWindow(images=images, usable=usable, dates=tuple(stack.dates), band_roles=stack.band_roles,
-                                  noise=model.noise, dark=model.dark, transform=stack.window_transform(inner),
+                                  noise=model.noise, dark=model.dark, transform=stack.window_transform(outer),
                                   crs=stack.crs, pixel_size=stack.pixel_size)
             answer = check_answer(detector.detect(window), window, detector.name)
+            if halo:                                     # the detector's context, cropped off again
+                sl = (slice(int(inner.row_off - outer.row_off), int(inner.row_off - outer.row_off + inner.height)),
+                      slice(int(inner.col_off - outer.col_off), int(inner.col_off - outer.col_off + inner.width)))
+                answer = PixelChange(answer.first_present[sl], answer.strong[sl],
+                                     None if answer.weak is None else answer.weak[sl])
+                images, usable = images[(Ellipsis,) + sl], usable[(Ellipsis,) + sl]
             date, strength = answer.codes()
             dst.write(np.stack([date, strength.astype(np.int32)]), window=inner)
             if counting:

@@ -82,7 +82,7 @@ def test_groups_cover_every_field_exactly_once_in_order():
 
 def test_run_record_keeps_its_keys_and_values():
     """run.json stores dataclasses.asdict(config): the old keys and values, in order, then the new ones."""
-    assert dataclasses.asdict(Config()) == {**OLD_PARAMETERS, "detector": "statistical", "model": None}
+    assert dataclasses.asdict(Config()) == {**OLD_PARAMETERS, "detector": "auto", "model": None}
     assert list(dataclasses.asdict(Config()))[:len(OLD_PARAMETERS)] == list(OLD_PARAMETERS)
     # values are kept as given: an int threshold stays an int in run.json
     assert dataclasses.asdict(Config(min_magnitude=10))["min_magnitude"] == 10
@@ -226,7 +226,7 @@ def test_choices_and_tuples_of_strings():
 
 
 def test_detector_and_model():
-    assert (Config().detector, Config().model) == ("statistical", None)
+    assert (Config().detector, Config().model) == ("auto", None)
     assert Config(detector="mine").detector == "mine"     # plugins: names are checked when the run starts
     for bad in ("", None, 3):
         with pytest.raises(InputError, match=r"^detector=.* is not valid: it must be a non-empty string"):

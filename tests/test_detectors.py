@@ -403,7 +403,7 @@ def test_first_persistent_rule():
 def test_plugin_registered_and_works(detector_plugin, persistence):
     found = available_detectors()
     assert found[detector_plugin.name] == "cd_plugin_test:ThresholdDetector"
-    assert list(found)[:2] == ["statistical", "onnx"]
+    assert list(found)[:4] == ["auto", "statistical", "pair", "onnx"]
     det = get_detector(detector_plugin.name, config(None, persistence))
     assert type(det).__name__ == "ThresholdDetector" and det.name == "threshold-test"
     assert isinstance(det, Detector)
@@ -504,3 +504,48 @@ def test_a_missing_model_stops_before_any_work(site, tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert str(missing) in p.stderr and "WARNING" not in p.stderr, p.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- two acquisitions: the pair detector
+
+
+@pytest.fixture(scope="module")
+def pair_site(tmp_path_factory):
+    """The generated site's first and last acquisitions: a two-image run."""
+    from changedetect.synthetic import make_site
+
+    site = make_site(tmp_path_factory.mktemp("pair"), seed=3, size=256)
+    return site, [site.images[0], site.images[-1]]
+
+
+def test_two_acquisitions_use_the_pair_detector(pair_site, tmp_path):
+    """auto picks the pair method for two images; it finds the site's changes, fitted once on the scene."""
+    from changedetect import Config, detect_changes
+    from changedetect.evaluate import evaluate
+
+    site, pair = pair_site
+    res = detect_changes(pair, tmp_path / "out")
+    assert res.run["parameters"]["detector"] == "auto" and res.run["detector"] == "pair"
+    fit = res.run["detector_fit"]
+    assert fit["threshold"]["method"] == "otsu" and len(fit["zscore"]["before"]["median"]) == 4
+    scores = evaluate(res.changes, site.truth_path)
+    assert scores.tp >= 3 and scores.precision >= 0.5, scores
+    # the series model is still there for whoever asks for it, and gives another answer
+    stat = detect_changes(pair, config=Config(detector="statistical"))
+    assert stat.run["detector"] == "statistical" and "detector_fit" not in stat.run
+
+
+def test_pair_detector_answer_does_not_depend_on_the_block(pair_site, tmp_path):
+    """Statistics fitted on the whole scene: blocks of 64 px give the blocks of 512 px' answer.
+
+    (One translation for the registration: a scene warped through a second-order polynomial
+    is resampled a little differently window by window, whatever the detector.)
+    """
+    from changedetect import Config, detect_changes
+
+    _, pair = pair_site
+    big = detect_changes(pair, tmp_path / "big", config=Config(block=512, coregister="global"))
+    small = detect_changes(pair, tmp_path / "small", config=Config(block=64, coregister="global"))
+    for name in ("first_change.tif", "changes.geojson"):
+        assert (tmp_path / "big" / name).read_bytes() == (tmp_path / "small" / name).read_bytes(), name
+    assert len(big.changes) == len(small.changes)
