@@ -343,12 +343,66 @@ def _warp_window(stack: "Stack", src, m: np.ndarray, window, out_shape, resampli
     return data, valid
 
 
+#: Resampling kernels :func:`_resample_exact` computes itself (GDAL's definitions).
+_EXACT = ("nearest", "bilinear", "cubic")
+
+
+def _taps(frac: np.ndarray, resampling: str) -> tuple[int, list[np.ndarray]]:
+    """First tap offset and the weights of each tap for fractional positions ``frac`` in [0, 1)."""
+    if resampling == "bilinear":
+        return 0, [1.0 - frac, frac]
+    # Keys (1981) cubic convolution with a = -0.5, GDAL's "cubic"
+    a = -0.5
+    w = []
+    for k in (-1, 0, 1, 2):
+        t = np.abs(frac - k)
+        w.append(np.where(t <= 1, ((a + 2) * t - (a + 3)) * t * t + 1,
+                          np.where(t < 2, ((a * t - 5 * a) * t + 8 * a) * t - 4 * a, 0.0)))
+    return -1, w
+
+
+def _resample_exact(arr: np.ndarray, ok: np.ndarray, col: np.ndarray, row: np.ndarray,
+                    resampling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ``arr`` (bands, rows, cols) at continuous pixel positions (``col``, ``row``; centres at +0.5).
+
+    Every output pixel depends only on the source pixels around its own
+    position, so a window of a scene gets exactly the pixels the whole scene
+    would. Source pixels off the array repeat the edge; an output pixel is valid
+    where the source pixel under its centre is.
+    """
+    h, w = arr.shape[1:]
+    u, v = col - 0.5, row - 0.5
+    ci, ri = np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
+    inside = (ci >= 0) & (ci < w) & (ri >= 0) & (ri < h)
+    valid = inside & ok[np.clip(ri, 0, h - 1), np.clip(ci, 0, w - 1)]
+    if resampling == "nearest":
+        out = arr[:, np.clip(ri, 0, h - 1), np.clip(ci, 0, w - 1)].astype(np.float32)
+        return out, valid
+    i0, j0 = np.floor(v).astype(np.int64), np.floor(u).astype(np.int64)
+    first, wy = _taps((v - i0).astype(np.float32), resampling)
+    _, wx = _taps((u - j0).astype(np.float32), resampling)
+    out = np.zeros((arr.shape[0],) + col.shape, np.float32)
+    for a, wa in enumerate(wy):
+        rr = np.clip(i0 + first + a, 0, h - 1)
+        for b, wb in enumerate(wx):
+            cc = np.clip(j0 + first + b, 0, w - 1)
+            out += arr[:, rr, cc] * (wa * wb).astype(np.float32)
+    return out, valid
+
+
 def _warp_window_poly(stack: "Stack", src, m: np.ndarray, d: np.ndarray, out_shape, resampling: str,
                       scene: SceneInfo):
-    """Warp through a second-order polynomial with GDAL's GCP transformer.
+    """Warp through a second-order polynomial.
 
-    Ground control points are sampled exactly from the polynomial on a 7x7
-    grid over the window; GDAL's second-order GCP polynomial then reproduces it.
+    At full resolution with a nearest, bilinear or cubic kernel the polynomial
+    is applied to every output pixel and the scene sampled there
+    (:func:`_resample_exact`): a window's pixels are then those of the whole
+    scene warped at once, whatever the block size. (GDAL's GCP transformer,
+    used otherwise, fits the inverse of the polynomial on each window's own
+    control points, so windows differed by a few tenths of a pixel.) Coarser
+    outputs and other kernels go through GDAL: ground control points are
+    sampled exactly from the polynomial on a 7x7 grid over the window, and
+    GDAL's second-order GCP polynomial reproduces it.
     """
     from rasterio.control import GroundControlPoint
     from rasterio.enums import Resampling
@@ -358,6 +412,23 @@ def _warp_window_poly(stack: "Stack", src, m: np.ndarray, d: np.ndarray, out_sha
     oh, ow = out_shape
     bands = stack.count
     data = np.zeros((bands, oh, ow), dtype=np.float32)
+    if resampling in _EXACT and d[0, 0] == 1.0 and d[1, 1] == 1.0:
+        jj, ii = np.meshgrid(np.arange(ow) + 0.5 + d[0, 2], np.arange(oh) + 0.5 + d[1, 2])
+        col, row = apply_mapping(m, jj, ii)                              # scene pixels
+        pad = 3
+        c0 = int(min(max(0, math.floor(col.min()) - pad), src.width))
+        r0 = int(min(max(0, math.floor(row.min()) - pad), src.height))
+        c1 = int(max(min(src.width, math.ceil(col.max()) + pad), c0))
+        r1 = int(max(min(src.height, math.ceil(row.max()) + pad), r0))
+        if c1 <= c0 or r1 <= r0:
+            return data, np.zeros((oh, ow), bool)
+        arr, ok = read_pixels(src, scene, Window(c0, r0, c1 - c0, r1 - r0))
+        out, valid = _resample_exact(np.asarray(arr, np.float32), np.asarray(ok, bool), col - c0, row - r0,
+                                     resampling)
+        # the scene's own extent, not the subset's: a subset edge is no scene edge
+        valid &= (col >= 0) & (col < src.width) & (row >= 0) & (row < src.height)
+        out[:, ~valid] = 0
+        return out, valid
     gx, gy = np.meshgrid(np.linspace(0, ow, 7), np.linspace(0, oh, 7))
     qx, qy = d[0, 0] * gx + d[0, 2], d[1, 1] * gy + d[1, 2]            # reference pixels
     sx, sy = apply_mapping(m, qx, qy)                                    # scene pixels

@@ -65,6 +65,42 @@ def test_window_and_decimated_reads_agree(pair):
     np.testing.assert_allclose(small.mean(), full.mean(), rtol=0.01)
 
 
+@pytest.mark.parametrize("resampling", ["cubic", "bilinear", "nearest"])
+def test_polynomial_warp_is_the_same_in_every_window(pair, resampling):
+    """A scene on a second-order polynomial: every window gets exactly the whole scene's pixels,
+    and they follow the polynomial (a window's read does not depend on how the grid is cut)."""
+    import dataclasses
+
+    s = open_stack(pair, resampling=resampling)
+    poly = np.array([[1.0, 0.0, 0.6, 2e-4, 1e-4, 0.0], [0.0, 1.0, -0.4, 0.0, -1e-4, 3e-4]])
+    s = dataclasses.replace(s, ref_to_scene=(s.ref_to_scene[0], poly))
+    full, fv = s.read(1)
+    for win in (Window(30, 50, 70, 40), Window(0, 0, 64, 64), Window(131, 7, 69, 120)):
+        r0, c0 = int(win.row_off), int(win.col_off)
+        part, pv = s.read(1, win)
+        sl = (slice(r0, r0 + int(win.height)), slice(c0, c0 + int(win.width)))
+        np.testing.assert_array_equal(part, full[(slice(None),) + sl])
+        np.testing.assert_array_equal(pv, fv[sl])
+    # and the pixels are the scene's at the polynomial's positions (bilinear: exact on a ramp)
+    if resampling == "bilinear":
+        ramp = s.scenes[1]
+        import rasterio
+
+        with rasterio.open(ramp.path) as src:
+            img = src.read(1).astype(float)
+        jj, ii = np.meshgrid(np.arange(N) + 0.5, np.arange(N) + 0.5)
+        from changedetect.stack import apply_mapping
+
+        col, row = apply_mapping(poly, jj, ii)
+        inner = fv & (col > 2) & (col < N - 3) & (row > 2) & (row < N - 3)
+        ci, ri = np.floor(col - 0.5).astype(int), np.floor(row - 0.5).astype(int)
+        fx, fy = col - 0.5 - ci, row - 0.5 - ri
+        ci, ri = np.clip(ci, 0, N - 2), np.clip(ri, 0, N - 2)
+        want = ((1 - fy) * ((1 - fx) * img[ri, ci] + fx * img[ri, ci + 1])
+                + fy * ((1 - fx) * img[ri + 1, ci] + fx * img[ri + 1, ci + 1]))
+        np.testing.assert_allclose(full[0][inner], want[inner], rtol=1e-4, atol=1e-2)
+
+
 def test_scene_on_another_grid_reads_onto_the_reference(tmp_path, world):
     """A 0.6 m scene with another origin, exact georeferencing: warps back onto the 0.5 m grid."""
     ident = np.array([[1.0, 0, 0], [0, 1.0, 0]])
