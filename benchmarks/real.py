@@ -34,7 +34,7 @@ building), and per set the wall time and peak memory of the commands.
 
 Usage::
 
-    python benchmarks/real.py                      # every set (about 10 minutes on 2 cores)
+    python benchmarks/real.py                      # every set (about 5 minutes on 2 cores)
     python benchmarks/real.py --only levir xbd     # some
     python benchmarks/real.py --json real.json     # also the figures as JSON
 """
@@ -444,6 +444,9 @@ def print_summary(results: dict) -> None:
             continue
         ours = {k: v["f1"] for k, v in r["scores"].items() if k.startswith("ours")}
         base = {k: v["f1"] for k, v in r["scores"].items() if not k.startswith("ours")}
+        if not base:                               # the set's files are not on this machine
+            print(f"  {name:10s} no data")
+            continue
         best = max(base, key=base.get)
         # the footprint baselines are compared with our footprint mode, the others with our polygons
         mine = ours.get("ours, footprints", ours["ours"]) if best.endswith("footprints") else ours["ours"]
