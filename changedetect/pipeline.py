@@ -269,12 +269,12 @@ def _pixel_stage(stack: Stack, model, detector, config: Config, step_path: Path,
     """Run the detector over every block; write its answer (date, strength) and the change count."""
     import rasterio
 
-    blocks = list(stack.windows(block=block))
+    halo = int(getattr(detector, "halo", 0) or 0)
+    blocks = list(stack.windows(block=block, halo=halo))
     grid = dict(crs=stack.crs, transform=stack.transform)
     with rasterio.open(step_path, "w", **raster_profile(stack.width, stack.height, 2, "int32", **grid)) as dst, \
             rasterio.open(count_path, "w", **raster_profile(stack.width, stack.height, 1, "uint8", **grid)) as cnt:
-        halo = int(getattr(detector, "halo", 0) or 0)
-        for b, (inner, outer) in enumerate(stack.windows(block=block, halo=halo), start=1):
+        for b, (inner, outer) in enumerate(blocks, start=1):
             images, usable = read_series(stack, model, outer)
             window = SeriesWindow(images=images, usable=usable, dates=tuple(stack.dates), band_roles=stack.band_roles,
                                   noise=model.noise, dark=model.dark, transform=stack.window_transform(outer),
