@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 from .arrays import check_pair
 from .errors import InputError
 
-__all__ = ["local_std", "texture", "TEXTURE_SIZE", "cloud_mask", "shadow_like", "illumination_mask",
+__all__ = ["local_std", "texture", "TEXTURE_SIZE", "shadow_level", "SHADOW_QUANTILE", "cloud_mask", "shadow_like", "illumination_mask",
            "local_correlation", "transients", "illumination_change", "green_both_sides"]
 
 #: Side (pixels) of the window of the texture channel: large enough for the pattern of
@@ -41,6 +41,24 @@ def local_std(image: np.ndarray, size: int = TEXTURE_SIZE) -> np.ndarray:
     m = ndi.uniform_filter(image, size=size, axes=(-2, -1), mode="nearest")
     m2 = ndi.uniform_filter(image * image, size=size, axes=(-2, -1), mode="nearest")
     return np.sqrt(np.maximum(m2 - m * m, 0))
+
+
+#: A state darker than this quantile of an image's brightness can be a shadow.
+SHADOW_QUANTILE = 0.3
+
+
+def shadow_level(image: np.ndarray, valid: np.ndarray, quantile: float = SHADOW_QUANTILE) -> float:
+    """Brightness (band mean) below which a state can be a shadow: a low quantile of ``image``'s.
+
+    One rule for the series model, the pair method and :func:`illumination_mask`.
+
+    Examples
+    --------
+    >>> img = np.arange(10, dtype=np.float32).reshape(1, 1, 10)
+    >>> round(shadow_level(img, np.ones((1, 10), bool)), 2)
+    2.7
+    """
+    return float(np.quantile(image.mean(axis=0, dtype=np.float32)[valid], quantile))
 
 
 def texture(images: np.ndarray, *, size: int = TEXTURE_SIZE) -> np.ndarray:
@@ -146,7 +164,8 @@ def shadow_like(before: np.ndarray, after: np.ndarray, *, dark: float, angle_deg
 
 
 def illumination_mask(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None,
-                      dark_quantile: float = 0.3, dark: float | None = None, min_correlation: float = 0.5,
+                      dark_quantile: float = SHADOW_QUANTILE, dark: float | None = None,
+                      min_correlation: float = 0.5,
                       clouds: bool = True, shadows: bool = True, visible=None,
                       cloud_contrast: float = 1.3) -> np.ndarray:
     """Changes that are illumination, not construction: clouds, cloud shadows, moving shadows.
@@ -168,7 +187,7 @@ def illumination_mask(before: np.ndarray, after: np.ndarray, *, valid: np.ndarra
     m = np.zeros(before.shape[1:], bool)
     if shadows:
         if dark is None:
-            dark = float(np.quantile(lum[v], dark_quantile))
+            dark = shadow_level(before, v, dark_quantile)
         m |= shadow_like(before, after, dark=dark) & (local_correlation(before, after) >= min_correlation)
     if clouds:
         # a cloud is there in one image only: it must also be much brighter than the other

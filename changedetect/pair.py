@@ -258,6 +258,7 @@ def _zscore(image: np.ndarray, valid: np.ndarray, fixed: tuple[np.ndarray, np.nd
     """Per band ``(x - median) / (IQR / 1.349)`` over valid pixels: each image in its own robust units.
 
     ``fixed`` (median, sigma) per band: those of the whole scene, instead of this window's.
+    Returns the record, the image in those units and the (median, sigma) used.
     """
     if fixed is not None:
         med, sd = (np.asarray(a, np.float64) for a in fixed)
@@ -268,9 +269,8 @@ def _zscore(image: np.ndarray, valid: np.ndarray, fixed: tuple[np.ndarray, np.nd
         q1, q3 = np.percentile(flat, [25, 75], axis=1)
         sd = np.maximum((q3 - q1) / 1.349, 1e-6)
     out = ((image - med[:, None, None].astype(np.float32)) / sd[:, None, None].astype(np.float32))
-    rec = {"median": [round(float(m), 4) for m in med], "sigma": [round(float(x), 4) for x in sd],
-           "_fixed": (med, sd)}
-    return rec, out.astype(np.float32)
+    rec = {"median": [round(float(m), 4) for m in med], "sigma": [round(float(x), 4) for x in sd]}
+    return rec, out.astype(np.float32), (med, sd)
 
 
 def _winsorise(x: np.ndarray, k: float = 3.0) -> np.ndarray:
@@ -426,9 +426,9 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     if config.normalization in ("irmad", "histogram"):
         after_n, norm_rec = normalize(before, after, valid=v, method=config.normalization)
     elif config.normalization == "zscore":
-        zb, before_n = _zscore(before, v, None if statistics is None else statistics.zscore_before)
-        za, after_n = _zscore(after, v, None if statistics is None else statistics.zscore_after)
-        fixed = (zb.pop("_fixed"), za.pop("_fixed"))
+        zb, before_n, fixed_b = _zscore(before, v, None if statistics is None else statistics.zscore_before)
+        za, after_n, fixed_a = _zscore(after, v, None if statistics is None else statistics.zscore_after)
+        fixed = (fixed_b, fixed_a)
         norm_rec = {"method": "zscore", "before": zb, "after": za}
     else:
         after_n = after
@@ -478,7 +478,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     dark = None
     if config.mask_shadows:
         dark = (statistics.dark if statistics is not None and statistics.dark is not None
-                else float(np.quantile(look_b.mean(axis=0, dtype=np.float32)[v], 0.3)))
+                else masks.shadow_level(look_b, v))
     if config.mask_shadows or config.mask_clouds:
         ill = masks.illumination_mask(look_b, look_a, valid=v, clouds=config.mask_clouds and rgb_ok,
                                        shadows=config.mask_shadows, dark=dark,

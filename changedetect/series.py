@@ -18,18 +18,16 @@ from scipy import ndimage as ndi
 
 from .detect import robust_scale
 from .errors import EmptyDataError
-from .masks import texture, transients
+from .masks import shadow_level, texture, transients
 from .radiometry import Normalization, apply_normalization, fit_normalization
 from .stack import Stack
 
 __all__ = ["SeriesModel", "fit_series_model", "read_series", "f_threshold", "pixel_block",
-           "sample_windows", "VALID_EROSION_PX", "SHADOW_QUANTILE"]
+           "sample_windows", "VALID_EROSION_PX"]
 
 #: Valid data is eroded by this many pixels on every date: resampling at a nodata edge and the
 #: texture window must not make a change.
 VALID_EROSION_PX = 4
-#: A state darker than this quantile of the baseline's brightness can be a shadow.
-SHADOW_QUANTILE = 0.3
 
 
 @dataclass(frozen=True)
@@ -140,7 +138,7 @@ def fit_series_model(stack: Stack, flagged: Sequence[bool], *, alpha: float, ski
     # the difference of two observations has sqrt(2) times one observation's noise
     noise = (np.median(np.array(pair_scales), axis=0) / np.sqrt(2) if pair_scales
              else np.ones(stack.count + 1)).astype(np.float32)
-    dark = float(np.quantile(base.mean(axis=0)[bv], SHADOW_QUANTILE))
+    dark = shadow_level(base, bv)
     n = len(stack)
     min_f = f_threshold(alpha, n, stack.count + 1)
     red_i, nir_i = stack.band_index("red"), stack.band_index("nir")
