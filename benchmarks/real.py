@@ -52,19 +52,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from accuracy_pairs import _png  # noqa: E402
 from real_inputs import DATA, run_one, stack_oscd  # noqa: E402
+from spacenet7 import _prf  # noqa: E402
 
 SETS = ("levir", "dsifn", "oscd", "xbd", "spacenet7")
 BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0001)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _png(path: Path) -> np.ndarray:
-    from skimage.io import imread
-
-    return np.asarray(imread(path))
 
 
 def _read(path: Path) -> np.ndarray:
@@ -129,13 +125,6 @@ def pixel_baselines(x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
     return {"CVA + Otsu": _otsu_mask(detect.cva(x, yn)),
             "IR-MAD + Otsu": _otsu_mask(detect.irmad(x, y).chi2),
             "PCA-k-means": detect.pca_kmeans(x, yn) > 0}
-
-
-def _prf(tp: int, n_pred: int, n_truth: int) -> dict:
-    p = tp / n_pred if n_pred else (1.0 if not n_truth else 0.0)
-    r = tp / n_truth if n_truth else 1.0
-    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
-            "tp": int(tp), "n_pred": int(n_pred), "n_truth": int(n_truth)}
 
 
 #: Extra options for every run of ours (``--cli``).
@@ -285,10 +274,8 @@ def xbd(work: Path) -> dict:
                 g = truth.geometry.iloc[i]
                 if union is not None and g.area > 0 and g.intersection(union).area >= 0.5 * g.area:
                     covered += 1
-                    hits = ch[ch.intersects(g)]
-                    if len(hits) and (hits.geometry.intersection(g).area.idxmax() is not None):
-                        best = hits.loc[hits.geometry.intersection(g).area.idxmax()]
-                        labelled += best["kind"] == "demolished"
+                    overlap = ch.geometry.intersection(g).area      # the polygon covering most of it
+                    labelled += ch.loc[overlap.idxmax(), "kind"] == "demolished"
             dmg = truth.geometry[damaged].union_all() if damaged.any() else None
             for _, row in ch.iterrows():
                 real = dmg is not None and row.geometry.intersection(dmg).area >= 0.5 * row.geometry.area
