@@ -84,6 +84,16 @@ def change_model(path: Path, *, bands: int | None = BANDS, inputs: int = 1, size
     return path
 
 
+def sigmoid_model(path: Path, channels: int, dtype=TensorProto.FLOAT) -> Path:
+    """A model that returns the sigmoid of its one input, (1, channels, H, W) in and out: against the contract."""
+    shape = [1, channels, "H", "W"]
+    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["p"])], path.stem,
+                              [helper.make_tensor_value_info("x", dtype, shape)],
+                              [helper.make_tensor_value_info("p", dtype, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
 def config(model, persistence: int = 2, **kw):
     return SimpleNamespace(model=None if model is None else str(model), persistence=persistence, **kw)
 
@@ -352,27 +362,15 @@ def test_onnx_models_against_the_contract(tmp_path, models):
     with pytest.raises(InputError, match="logit.onnx.*single channel.*sigmoid"):
         OnnxDetector(config(models["logit"])).detect(win)
     # odd channel count for one input (before and after cannot be split)
-    odd = tmp_path / "odd.onnx"
-    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["p"])], "odd",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, "H", "W"])],
-                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 5, "H", "W"])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(odd))
+    odd = sigmoid_model(tmp_path / "odd.onnx", 5)
     with pytest.raises(InputError, match="odd.onnx.*5 channels"):
         OnnxDetector(config(odd))
     # a float64 input
-    f64 = tmp_path / "f64.onnx"
-    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["p"])], "f64",
-                              [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 6, "H", "W"])],
-                              [helper.make_tensor_value_info("p", TensorProto.DOUBLE, [1, 6, "H", "W"])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(f64))
+    f64 = sigmoid_model(tmp_path / "f64.onnx", 6, TensorProto.DOUBLE)
     with pytest.raises(InputError, match=r"f64.onnx.*tensor\(double\)"):
         OnnxDetector(config(f64))
     # an output of the wrong shape (6 channels back)
-    six = tmp_path / "six.onnx"
-    graph = helper.make_graph([helper.make_node("Sigmoid", ["x"], ["p"])], "six",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, "H", "W"])],
-                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 6, "H", "W"])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(six))
+    six = sigmoid_model(tmp_path / "six.onnx", 6)
     with pytest.raises(InputError, match=r"six.onnx.*output of shape \(1, 6,"):
         OnnxDetector(config(six)).detect(win)
 
