@@ -583,7 +583,7 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
 
     def unobservable(i):
         records[i] = {"building_id": ids[i], "status": "not_observable", "kind": None,
-                      "last_absent": None, "first_present": None, "confidence": 0.0, "score": 0.0,
+                      "last_absent": None, "first_present": None, "confidence": 0.0, "score": 0.0, "fstat": 0.0,
                       "changed_fraction": 0.0, "changed_area_m2": 0.0,
                       "area_m2": round(area_m2(geoms[i], stack.crs), 2), "n_observations": 0,
                       "n_before": 0, "n_after": 0}
@@ -641,7 +641,7 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
                 "building_id": ids[i], "status": ch.status, "kind": ch.kind,
                 "last_absent": None if ch.last_absent is None else dates[ch.last_absent].isoformat(),
                 "first_present": None if ch.first_present is None else dates[ch.first_present].isoformat(),
-                "confidence": round(ch.confidence, 3), "score": round(ch.score, 3),
+                "confidence": round(ch.confidence, 3), "score": round(ch.score, 3), "fstat": round(ch.fstat, 3),
                 "changed_fraction": round(ch.changed_fraction, 4),
                 "changed_area_m2": round(float(ch.change_mask.sum()) * px_area, 2),
                 "area_m2": round(area_m2(geoms[i], stack.crs), 2), "n_observations": ch.n_observations,

@@ -24,7 +24,7 @@ COLUMNS = ("change_id", "kind", "last_absent", "first_present", "area_m2", "conf
            "registration_rmse_px", "n_observations", "n_before", "n_after", "building_id")
 #: Columns of the per-building table (one row per given footprint).
 BUILDING_COLUMNS = ("building_id", "status", "kind", "last_absent", "first_present", "confidence",
-                    "score", "changed_fraction", "changed_area_m2", "area_m2", "n_observations",
+                    "score", "fstat", "changed_fraction", "changed_area_m2", "area_m2", "n_observations",
                     "n_before", "n_after")
 #: Columns of the per-building, per-date table.
 BUILDING_DATE_COLUMNS = ("building_id", "date", "status", "mean_score", "max_score",
@@ -153,7 +153,7 @@ def buildings_to_frames(footprints, records: Sequence[Mapping], date_rows: Seque
 
     b = pd.DataFrame([{c: r.get(c) for c in BUILDING_COLUMNS} for r in records],
                      columns=list(BUILDING_COLUMNS))
-    for c in ("confidence", "score", "changed_fraction", "changed_area_m2", "area_m2"):
+    for c in ("confidence", "score", "fstat", "changed_fraction", "changed_area_m2", "area_m2"):
         b[c] = b[c].astype("float64")
     for c in ("n_observations", "n_before", "n_after"):
         b[c] = b[c].astype("int64")
