@@ -361,6 +361,9 @@ def review_main(argv: Sequence[str]) -> int:
             state = read_review(args.results)
     except ChangeDetectError as exc:
         print(f"detect-changes review: error: {exc}", file=sys.stderr)
+        if Path("review").is_file():
+            print("detect-changes review: note: 'review' first is the review command; to detect changes "
+                  "in the image file named review, write ./review.", file=sys.stderr)
         return 2 if isinstance(exc, InputError) else 1
     if args.quiet:
         return 0

@@ -181,7 +181,11 @@ def _read_detections(folder: Path):
     import geopandas as gpd
     import pandas as pd
 
-    gdf = gpd.read_file(folder / _DETECTIONS, layer="detections", engine="pyogrio")
+    try:
+        gdf = gpd.read_file(folder / _DETECTIONS, layer="detections", engine="pyogrio")
+    except Exception as exc:           # pyogrio's errors for a damaged file or a missing layer
+        raise InputError(f"{folder / _DETECTIONS} cannot be read as the run's detections ({exc}). Run "
+                         "detect-changes again with --out there and --overwrite.") from None
     records = []
     for row in gdf.to_dict("records"):
         for c in ("last_absent", "first_present"):
@@ -221,9 +225,10 @@ def _state(folder: Path, detections, cut: Cut, formats, decisions: Sequence[Deci
     status = np.array([latest[i].status if i in latest else "unreviewed" for i in ids], dtype=object)
     gdf = detections.copy()
     gdf["review_status"] = pd.Series(list(status), index=gdf.index, dtype=object)
-    gdf["review_note"] = [latest[i].note if i in latest else None for i in ids]
-    gdf["reviewer"] = [latest[i].reviewer if i in latest else None for i in ids]
-    gdf["reviewed_at"] = [latest[i].time if i in latest else None for i in ids]
+    for column, field in (("review_note", "note"), ("reviewer", "reviewer"), ("reviewed_at", "time")):
+        # object, so that a missing value stays None (a string column would make it NaN)
+        gdf[column] = pd.Series([getattr(latest[i], field) if i in latest else None for i in ids],
+                                index=gdf.index, dtype=object)
     keep = gdf["kind"].isin(cut.kinds).to_numpy()
     passes = np.ones(len(gdf), dtype=bool)
     if cut.min_confidence is not None:
