@@ -347,7 +347,8 @@ def review_main(argv: Sequence[str]) -> int:
     from .review import read_review, review
 
     acting = any((args.accept, args.reject, args.unsure, args.reset, args.min_confidence is not None,
-                  args.min_area is not None, args.kinds, args.keep_rejected is not None, args.formats))
+                  args.min_area is not None, args.kinds, args.keep_rejected is not None, args.formats,
+                  args.note is not None))
     try:
         if acting:
             state = review(args.results, accept=args.accept, reject=args.reject, unsure=args.unsure,
@@ -355,9 +356,6 @@ def review_main(argv: Sequence[str]) -> int:
                            min_confidence=args.min_confidence, min_area=args.min_area, kinds=args.kinds,
                            keep_rejected=args.keep_rejected, formats=args.formats)
         else:
-            if args.note is not None:
-                raise InputError("--note is the note of decisions: give --accept, --reject or --unsure "
-                                 "with it.")
             state = read_review(args.results)
     except ChangeDetectError as exc:
         print(f"detect-changes review: error: {exc}", file=sys.stderr)
@@ -367,7 +365,18 @@ def review_main(argv: Sequence[str]) -> int:
         return 2 if isinstance(exc, InputError) else 1
     if args.quiet:
         return 0
-    if args.list or not acting:
+    try:
+        _review_report(state, table=args.list or not acting)
+    except BrokenPipeError:                      # `| head`: the reader had enough
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _review_report(state, *, table: bool) -> None:
+    """What ``detect-changes review`` prints: the table (``--list``), the published count, the files."""
+    if table:
         _review_table(state)
     ch = state.changes
     counts = ch.loc[ch["published"], "review_status"].value_counts()
@@ -377,14 +386,22 @@ def review_main(argv: Sequence[str]) -> int:
              f"area >= {cut.min_area_m2:g} m2" if cut.min_area_m2 is not None else None,
              "kinds " + ",".join(cut.kinds) if len(cut.kinds) < 3 else None,
              "rejected kept" if cut.keep_rejected else None]
-    print(f"{int(ch['published'].sum())} of {len(ch)} changes published ("
-          + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("accepted", "unsure", "unreviewed", "rejected")
-                      if counts.get(s, 0)) + f"); {len(left)} left out"
+    shown = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("accepted", "unsure", "unreviewed", "rejected")
+                      if counts.get(s, 0))
+    print(f"{int(ch['published'].sum())} of {len(ch)} changes published" + (f" ({shown})" if shown else "")
+          + f"; {len(left)} left out"
           + (f" ({int((left['review_status'] == 'rejected').sum())} rejected)" if len(left) else "")
           + f"; cut: {', '.join(r for r in rules if r) or 'none'}")
     for name, path in state.outputs.items():
         print(f"wrote {path}")
-    return 0
+    if state.outputs:
+        import os
+
+        try:
+            os.getcwd()
+        except FileNotFoundError:          # the shell was in the folder, which was swapped out whole
+            print(f"note: {state.folder} was replaced as a whole; this shell is still in "
+                  "the old, removed folder: cd into it again.", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

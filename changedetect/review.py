@@ -111,7 +111,7 @@ class ReviewState:
     Attributes
     ----------
     folder : Path
-        The results folder.
+        The results folder (absolute after a rewrite).
     changes : geopandas.GeoDataFrame
         Every detection (the run's schema) with ``review_status``, ``review_note``,
         ``reviewer``, ``reviewed_at`` (of the latest decision) and ``published``.
@@ -339,6 +339,9 @@ def review(results_dir: str | os.PathLike, *, accept: Iterable[str] = (), reject
               for s, ids in (("accepted", accept), ("rejected", reject), ("unsure", unsure),
                              ("unreviewed", reset))}
     _check_cut(min_confidence, min_area, kinds, formats)
+    if note is not None and not any(groups.values()):
+        raise InputError("note is the note of decisions: give the changes it is about (accept, reject, "
+                         "unsure or reset).")
     run = _load_run(folder)
     detections = _read_detections(folder)
     _check_ids(groups, list(detections["change_id"]), folder)
@@ -369,8 +372,9 @@ def review(results_dir: str | os.PathLike, *, accept: Iterable[str] = (), reject
         "by_status": {k: int(v) for k, v in published["review_status"].value_counts().sort_index().items()},
         "change_ids": list(published["change_id"])}
     run = {**run, "review": section}
-    written = _rewrite(folder, state, run, old_formats)
-    return dataclasses.replace(state, outputs=written)
+    absolute = folder.resolve()              # before the swap: a shell may be in the folder
+    written = _rewrite(absolute, state, run, old_formats)
+    return dataclasses.replace(state, folder=absolute, outputs=written)
 
 
 def _login() -> str:

@@ -210,6 +210,8 @@ def test_bad_requests_name_the_fix_and_write_nothing(results, tmp_path):
         rv.review(results, accept=["chg-9999", ids[0]], reject=["nope"])
     with pytest.raises(InputError, match=f"{ids[0]} is given as both accepted and rejected"):
         rv.review(results, accept=[ids[0]], reject=[ids[0]])
+    with pytest.raises(InputError, match="note is the note of decisions"):
+        rv.review(results, note="a note about nothing", min_confidence=0.5)
     with pytest.raises(InputError, match="between 0 and 1"):
         rv.review(results, min_confidence=1.5)
     with pytest.raises(InputError, match="at least 0 m2"):
@@ -253,6 +255,7 @@ def test_cli_review(results, tmp_path):
     p = _cli(results)                                   # no action: the table
     assert p.returncode == 0, p.stderr
     assert all(i in p.stdout for i in ids) and "unreviewed" in p.stdout and "wrote" not in p.stdout
+    assert f"{len(ids)} of {len(ids)} changes published ({len(ids)} unreviewed); 0 left out; cut: none" in p.stdout
     p = _cli(results, "--accept", ids[0], "--reject", f"{ids[1]},{ids[2]}", "--note", "seen", "--reviewer",
              "ana", "--min-confidence", "0.3", "--format", "geojson", "--format", "kml", "--list")
     assert p.returncode == 0, p.stderr
@@ -267,7 +270,7 @@ def test_cli_review(results, tmp_path):
                              ((results, "--min-confidence", "2"), 2, "between 0 and 1"),
                              ((results, "--kinds", "new,built"), 2, "choose one or more of"),
                              ((tmp_path / "absent",), 2, "is not a folder"),
-                             ((results, "--note", "alone"), 2, "--note is the note of decisions"),
+                             ((results, "--note", "alone"), 2, "note is the note of decisions"),
                              ((), 2, "RESULTS_DIR")]:
         p = _cli(*args)
         assert p.returncode == code and text in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
@@ -277,6 +280,13 @@ def test_cli_review(results, tmp_path):
     p = _cli(results, "--unsure", ids[3])
     assert p.returncode == 1 and "report.html" in p.stderr and "Traceback" not in p.stderr
     assert _snapshot(results) == before
+
+
+def test_cli_review_from_inside_the_folder(results):
+    """The folder is swapped out whole: a shell inside it is told to cd into it again."""
+    p = _cli(".", "--min-confidence", "0.5", cwd=results)
+    assert p.returncode == 0 and "cd into it again" in p.stderr, p.stderr
+    assert json.loads((results / "run.json").read_text())["review"]["cut"]["min_confidence"] == 0.5
 
 
 def test_cli_review_comes_first_even_beside_an_image_named_review(results, tmp_path):
