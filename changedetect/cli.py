@@ -303,7 +303,8 @@ def build_review_parser() -> argparse.ArgumentParser:
                "'roof seen on the 2016 image' --min-confidence 0.6. 'review' must come first; to "
                "detect changes in an image file named review, write ./review.")
     p.add_argument("results", metavar="RESULTS_DIR", help="the --out folder of a detect-changes run")
-    g = p.add_argument_group("decisions (ids as listed, e.g. chg-0007; several: repeat, or separate by commas)")
+    g = p.add_argument_group("decisions (ids as listed, e.g. chg-0007; several: repeat, or separate "
+                             "by commas)")
     for flag, what in (("accept", "accepted"), ("reject", "rejected"), ("unsure", "unsure"),
                        ("reset", "unreviewed again")):
         g.add_argument(f"--{flag}", metavar="ID", nargs="+", type=_ids, action="extend", default=[],

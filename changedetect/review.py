@@ -273,7 +273,8 @@ def _check_ids(groups: dict[str, list[str]], valid: Sequence[str], folder: Path)
 
 def _check_cut(min_confidence, min_area, kinds, formats) -> None:
     if min_confidence is not None and not 0 <= min_confidence <= 1:
-        raise InputError(f"min_confidence={min_confidence} is out of range: give a confidence between 0 and 1.")
+        raise InputError(f"min_confidence={min_confidence} is out of range: give a confidence between 0 "
+                         "and 1.")
     if min_area is not None and not min_area >= 0:
         raise InputError(f"min_area={min_area} is out of range: give an area of at least 0 m2.")
     if kinds is not None:
@@ -462,7 +463,8 @@ def _rewrite(folder: Path, state: ReviewState, run: dict, old_formats: Sequence[
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.review-", dir=folder.parent))
     except OSError as exc:
         raise OutputError(f"Cannot write beside {folder} to stage the review: {exc.strerror}. The review "
-                          "writes a new folder there and swaps it in; make the parent folder writable.") from None
+                          "writes a new folder there and swaps it in; make the parent folder "
+                          "writable.") from None
     old = None
     try:
         written = _write_files(staging, folder, state, run)
@@ -483,12 +485,14 @@ def _rewrite(folder: Path, state: ReviewState, run: dict, old_formats: Sequence[
             if not folder.exists() and old.exists():
                 os.replace(old, folder)               # put the folder back as it was
             raise OutputError(f"Cannot move the reviewed files into {folder}: {exc.strerror}. Nothing "
-                              "was changed; close programs that hold files of it open and try again.") from None
+                              "was changed; close programs that hold files of it open and try "
+                              "again.") from None
         shutil.rmtree(old, ignore_errors=True)
         return {name: folder / name for name in sorted([*written, "run.json"])}
     except OSError as exc:
         if isinstance(exc, OutputError):
             raise
-        raise OutputError(f"Cannot write the reviewed files for {folder}: {exc}. Nothing was changed.") from None
+        raise OutputError(f"Cannot write the reviewed files for {folder}: {exc}. Nothing was "
+                          "changed.") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -418,7 +418,8 @@ def test_cli_lists_changed_footprints_without_a_kind(site, tmp_path):
 
 
 def test_review_keeps_the_footprint_layers_and_ids(fp_result, tmp_path):
-    """A re-cut rewrites the changes layer of changes.gpkg; the footprint layers stay as the run wrote them."""
+    """A re-cut rewrites the changes layer of changes.gpkg; the footprint layers stay as the run wrote
+    them."""
     import shutil
 
     import geopandas as gpd

@@ -150,9 +150,9 @@ def test_kinds_and_area_cut_and_accepted_overrides_thresholds(results):
     assert set(state.published["change_id"]) == set(det.loc[det["area_m2"] >= big, "change_id"]) | {small}
     state = rv.review(results, kinds=["new"])          # the kinds apply to accepted changes too
     assert set(state.published["kind"]) == {"new"}
-    assert set(state.published["change_id"]) == set(det.loc[(det["area_m2"] >= big) & (det["kind"] == "new"),
-                                                            "change_id"]) | ({small} if det.set_index(
-                                                                "change_id").loc[small, "kind"] == "new" else set())
+    small_new = {small} if det.set_index("change_id").loc[small, "kind"] == "new" else set()
+    big_new = set(det.loc[(det["area_m2"] >= big) & (det["kind"] == "new"), "change_id"])
+    assert set(state.published["change_id"]) == big_new | small_new
     assert set(_published(results)["geojson"]) == set(state.published["change_id"])
 
 
@@ -166,7 +166,8 @@ def test_exports_are_deterministic_given_the_decisions(site_result, tmp_path, mo
     """Same decisions and cut, another reviewer and time: the published files are the same bytes."""
     _, out = site_result
     folders = []
-    for n, (who, when) in enumerate((("ana", "2026-12-01T10:00:00+00:00"), ("ben", "2027-03-04T11:12:13+00:00"))):
+    for n, (who, when) in enumerate((("ana", "2026-12-01T10:00:00+00:00"),
+                                     ("ben", "2027-03-04T11:12:13+00:00"))):
         folder = tmp_path / f"r{n}"
         shutil.copytree(out, folder)
         monkeypatch.setattr(rv, "_utcnow", lambda when=when: when)
@@ -255,14 +256,16 @@ def test_cli_review(results, tmp_path):
     p = _cli(results)                                   # no action: the table
     assert p.returncode == 0, p.stderr
     assert all(i in p.stdout for i in ids) and "unreviewed" in p.stdout and "wrote" not in p.stdout
-    assert f"{len(ids)} of {len(ids)} changes published ({len(ids)} unreviewed); 0 left out; cut: none" in p.stdout
+    n = len(ids)
+    assert f"{n} of {n} changes published ({n} unreviewed); 0 left out; cut: none" in p.stdout
     p = _cli(results, "--accept", ids[0], "--reject", f"{ids[1]},{ids[2]}", "--note", "seen", "--reviewer",
              "ana", "--min-confidence", "0.3", "--format", "geojson", "--format", "kml", "--list")
     assert p.returncode == 0, p.stderr
     assert f"wrote {results.resolve() / 'changes.kml'}" in p.stdout and "2 rejected" in p.stdout
     assert not (results / "changes.gpkg").exists()        # formats no longer asked for are removed
     rows = _published(results)
-    assert set(rows) == {"geojson", "kml"} and ids[1] not in rows["kml"] and rows["kml"][ids[0]]["review_status"] == "accepted"
+    assert set(rows) == {"geojson", "kml"} and ids[1] not in rows["kml"]
+    assert rows["kml"][ids[0]]["review_status"] == "accepted"
     run = json.loads((results / "run.json").read_text())
     assert "changes.gpkg" not in run["outputs"] and run["review"]["decisions"][0]["reviewer"] == "ana"
     before = _snapshot(results)
@@ -298,7 +301,8 @@ def test_cli_review_comes_first_even_beside_an_image_named_review(results, tmp_p
 def test_the_public_names():
     """``cd.review`` and ``cd.read_review`` are the functions, loaded only when first used."""
     code = ("import sys, changedetect as cd; assert 'changedetect.review' not in sys.modules; "
-            "import changedetect.review as m; print(cd.read_review is m.read_review, cd.ReviewState is m.ReviewState)")
+            "import changedetect.review as m; "
+            "print(cd.read_review is m.read_review, cd.ReviewState is m.ReviewState)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "True"]
     code = "import changedetect as cd, inspect; print(inspect.isfunction(cd.review), cd.review.__module__)"
