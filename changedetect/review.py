@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .config import FORMATS
-from .errors import InputError, OutputError
+from .errors import ChangeDetectError, InputError, OutputError
 from .io import sha256_file, write_text
 from .vector import COLUMNS, export, to_geodataframe
 
@@ -489,9 +489,9 @@ def _rewrite(folder: Path, state: ReviewState, run: dict, old_formats: Sequence[
                               "again.") from None
         shutil.rmtree(old, ignore_errors=True)
         return {name: folder / name for name in sorted([*written, "run.json"])}
-    except OSError as exc:
-        if isinstance(exc, OutputError):
-            raise
+    except ChangeDetectError:
+        raise
+    except (OSError, RuntimeError) as exc:       # RuntimeError: GDAL's, through pyogrio (a full disk)
         raise OutputError(f"Cannot write the reviewed files for {folder}: {exc}. Nothing was "
                           "changed.") from None
     finally:

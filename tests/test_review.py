@@ -13,6 +13,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pyogrio
+import pyogrio.errors
 import pytest
 
 from changedetect.errors import InputError, OutputError
@@ -191,7 +192,7 @@ def test_a_failure_midway_leaves_the_folder_as_it_was(results, monkeypatch, wher
 
         def export(gdf, out_dir, *, formats, **kw):       # one file written, then a full disk
             real(gdf, out_dir, formats=formats[:1], **kw)
-            raise OSError(28, "No space left on device")
+            raise pyogrio.errors.DataSourceError("No space left on device")     # GDAL's, via pyogrio
         monkeypatch.setattr(rv, "export", export)
     else:
         def mirror(src, dst, skip):
