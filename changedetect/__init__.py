@@ -12,6 +12,8 @@ it is used, so ``import changedetect`` stays cheap:
   (two images, no series), :func:`read_footprints`, :func:`export`;
 * detectors: :class:`Detector`, :class:`SeriesWindow`, :class:`PixelChange`,
   :func:`get_detector`, :func:`available_detectors`;
+* the analyst's review: :func:`review` (decisions, a re-cut, the exports
+  rewritten without re-running), :func:`read_review`, :class:`ReviewState`;
 * checking: :func:`evaluate`, :func:`evaluate_run`, :func:`make_site` (the
   generated test site with ground truth);
 * errors: :class:`ChangeDetectError` and its subclasses, :class:`ChangeDetectWarning`.
@@ -32,6 +34,7 @@ _LAZY = {
     "detect_pair": "pair", "PairConfig": "pair", "PairResult": "pair",
     "read_footprints": "buildings", "building_change": "buildings",
     "export": "vector",
+    "review": "review", "read_review": "review", "ReviewState": "review",
     "Detector": "detector", "SeriesWindow": "detector", "PixelChange": "detector",
     "get_detector": "detector", "available_detectors": "detector",
     "evaluate": "evaluate", "evaluate_run": "evaluate",

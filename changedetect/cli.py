@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "build_parser", "config_from_args"]
+__all__ = ["main", "build_parser", "config_from_args", "review_main", "build_review_parser"]
 
 
 def _flag(f: dataclasses.Field) -> str:
@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "site. Writes changes.gpkg / changes.geojson (one polygon per change, with "
                     "last_absent and first_present dates) and run.json (inputs with SHA-256, "
                     "parameters, versions, registration per scene).",
-        epilog="Example: detect-changes sample_data/*.tif --out results/")
+        epilog="Example: detect-changes sample_data/*.tif --out results/. Then review the changes "
+               "found, without running again: detect-changes review results/ --help")
     for name, members in Config.groups().items():
         group = p.add_argument_group(name)
         if name == "inputs":
@@ -182,7 +183,13 @@ class _Progress:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``detect-changes``; returns the exit code."""
+    """Entry point of ``detect-changes``; returns the exit code.
+
+    ``detect-changes review ...`` (``review`` first) is the review command, :func:`review_main`.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["review"]:
+        return review_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.images and not args.manifest:
@@ -248,6 +255,154 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, path in result.outputs.items():
             print(f"wrote {Path(path)}")
     return 0
+
+
+def _ids(text: str) -> list[str]:
+    """``--accept chg-0001,chg-0002``: ids separated by commas (or given one by one)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give a confidence between 0 and 1")
+    return value
+
+
+def _area(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: give an area of at least 0 m2")
+    return value
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    from .review import KINDS
+
+    kinds = tuple(_ids(text))
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; choose one or more of {','.join(KINDS)}")
+    return kinds
+
+
+def build_review_parser() -> argparse.ArgumentParser:
+    """The ``detect-changes review`` parser."""
+    from .config import FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="detect-changes review",
+        description="Review the changes of a detect-changes run: mark them accepted, rejected or unsure "
+                    "with a note, re-cut them (confidence, area, kinds) and rewrite the published "
+                    "changes.* files, without running registration and detection again. Decisions, "
+                    "who made them and when are kept in run.json and in detections.gpkg (layers "
+                    "review and review_log); every detection of the run stays in detections.gpkg, so "
+                    "a looser cut brings back what a stricter one left out. With no decision and no "
+                    "cut, lists the changes and their status.",
+        epilog="Example: detect-changes review results/ --accept chg-0003 --reject chg-0007 --note "
+               "'roof seen on the 2016 image' --min-confidence 0.6. 'review' must come first; to "
+               "detect changes in an image file named review, write ./review.")
+    p.add_argument("results", metavar="RESULTS_DIR", help="the --out folder of a detect-changes run")
+    g = p.add_argument_group("decisions (ids as listed, e.g. chg-0007; several: repeat, or separate "
+                             "by commas)")
+    for flag, what in (("accept", "accepted"), ("reject", "rejected"), ("unsure", "unsure"),
+                       ("reset", "unreviewed again")):
+        g.add_argument(f"--{flag}", metavar="ID", nargs="+", type=_ids, action="extend", default=[],
+                       help=f"mark these changes {what}")
+    g.add_argument("--note", metavar="TEXT", help="the note of these decisions (review_note in the exports)")
+    g.add_argument("--reviewer", metavar="NAME", help="who decides (default: your login name)")
+    c = p.add_argument_group("the cut (kept until changed; published: the changes that pass it, "
+                             "accepted ones whatever their confidence and area, never rejected ones)")
+    c.add_argument("--min-confidence", metavar="C", type=_probability,
+                   help="publish changes of at least this confidence (0 to 1; 0: all)")
+    c.add_argument("--min-area", metavar="M2", type=_area, help="publish changes of at least this area "
+                                                                 "in m2 (0: all)")
+    c.add_argument("--kinds", metavar="KINDS", type=_kinds,
+                   help="publish these kinds, separated by commas (new,demolished,modified)")
+    c.add_argument("--keep-rejected", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep rejected changes in the published files, marked rejected (default: left "
+                        "out; they stay in detections.gpkg)")
+    c.add_argument("--format", dest="formats", metavar="FORMAT", action="append", choices=FORMATS,
+                   help=f"published formats ({', '.join(FORMATS)}; repeatable; default: those of the run)")
+    p.add_argument("--list", action="store_true", help="print every change and its status (the default "
+                                                       "when nothing is decided or cut)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    return p
+
+
+def _review_table(state) -> None:
+    print(f"{'change':<10} {'kind':<10} {'last absent .. first present':<26} {'area m2':>8} {'conf':>5}  "
+          f"{'status':<10} {'published':<9} note")
+    for _, row in state.changes.iterrows():
+        print(f"{row.change_id:<10} {row.kind:<10} {_text(row.last_absent)} .. {_text(row.first_present)}"
+              f"{'':<2} {row.area_m2:8.1f} {row.confidence:5.2f}  {row.review_status:<10} "
+              f"{'yes' if row.published else 'no':<9} {_text(row.review_note)}")
+
+
+def review_main(argv: Sequence[str]) -> int:
+    """``detect-changes review``: returns the exit code (0, 1 a processing error, 2 bad usage or input)."""
+    args = build_review_parser().parse_args(argv)
+    for flag in ("accept", "reject", "unsure", "reset"):       # --accept a,b c: [[a, b], [c]]
+        setattr(args, flag, [i for ids in getattr(args, flag) for i in ids])
+    from .errors import ChangeDetectError, InputError
+    from .review import read_review, review
+
+    acting = any((args.accept, args.reject, args.unsure, args.reset, args.min_confidence is not None,
+                  args.min_area is not None, args.kinds, args.keep_rejected is not None, args.formats,
+                  args.note is not None))
+    try:
+        if acting:
+            state = review(args.results, accept=args.accept, reject=args.reject, unsure=args.unsure,
+                           reset=args.reset, note=args.note, reviewer=args.reviewer,
+                           min_confidence=args.min_confidence, min_area=args.min_area, kinds=args.kinds,
+                           keep_rejected=args.keep_rejected, formats=args.formats)
+        else:
+            state = read_review(args.results)
+    except ChangeDetectError as exc:
+        print(f"detect-changes review: error: {exc}", file=sys.stderr)
+        if Path("review").is_file():
+            print("detect-changes review: note: 'review' first is the review command; to detect changes "
+                  "in the image file named review, write ./review.", file=sys.stderr)
+        return 2 if isinstance(exc, InputError) else 1
+    if args.quiet:
+        return 0
+    try:
+        _review_report(state, table=args.list or not acting)
+    except BrokenPipeError:                      # `| head`: the reader had enough
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _review_report(state, *, table: bool) -> None:
+    """What ``detect-changes review`` prints: the table (``--list``), the published count, the files."""
+    if table:
+        _review_table(state)
+    ch = state.changes
+    counts = ch.loc[ch["published"], "review_status"].value_counts()
+    left = ch[~ch["published"]]
+    cut = state.cut
+    rules = [f"confidence >= {cut.min_confidence:g}" if cut.min_confidence is not None else None,
+             f"area >= {cut.min_area_m2:g} m2" if cut.min_area_m2 is not None else None,
+             "kinds " + ",".join(cut.kinds) if len(cut.kinds) < 3 else None,
+             "rejected kept" if cut.keep_rejected else None]
+    shown = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("accepted", "unsure", "unreviewed", "rejected")
+                      if counts.get(s, 0))
+    print(f"{int(ch['published'].sum())} of {len(ch)} changes published" + (f" ({shown})" if shown else "")
+          + f"; {len(left)} left out"
+          + (f" ({int((left['review_status'] == 'rejected').sum())} rejected)" if len(left) else "")
+          + f"; cut: {', '.join(r for r in rules if r) or 'none'}")
+    for name, path in state.outputs.items():
+        print(f"wrote {path}")
+    if state.outputs:
+        import os
+
+        try:
+            os.getcwd()
+        except FileNotFoundError:          # the shell was in the folder, which was swapped out whole
+            print(f"note: {state.folder} was replaced as a whole; this shell is still in "
+                  "the old, removed folder: cd into it again.", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

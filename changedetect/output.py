@@ -4,7 +4,9 @@
   files (unless ``overwrite`` and it holds an earlier run);
 * :func:`write_outputs` writes every file into a staging folder beside the
   output folder and swaps it in only when all of them are written: a run that
-  fails leaves nothing behind and the earlier run as it was;
+  fails leaves nothing behind and the earlier run as it was; besides the
+  published ``changes.*`` it always writes ``detections.gpkg`` (layer
+  ``detections``), every detection as found, which the review re-cuts from;
 * :func:`write_pixel_products` writes ``first_change.tif`` and
   ``change_count.tif`` from the per-pixel stage's rasters;
 * :func:`run_record` is ``run.json``: inputs with their SHA-256, dates and
@@ -82,6 +84,9 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
                           "Choose another --out.") from None
     try:
         written = export(changes, staging, formats=config.formats)
+        # every detection as the run found it, whatever the formats: what `detect-changes review`
+        # re-cuts from, never rewritten by it (the published changes.* become the reviewed cut)
+        written["detections.gpkg"] = export(changes, staging, formats=("gpkg",), stem="detections")["gpkg"]
         if buildings[0] is not None:
             written.update(export_buildings(*buildings, staging, formats=config.formats))
         for name, path in (rasters or {}).items():

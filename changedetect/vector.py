@@ -64,6 +64,8 @@ def to_geodataframe(records: Iterable[Mapping], *, crs):
 
 def _write_kml(gdf, path: Path) -> None:
     g = gdf.to_crs("EPSG:4326")
+    # the schema's columns, then any the table adds (review_status, review_note after a review)
+    columns = [*COLUMNS, *(c for c in g.columns if c not in COLUMNS and c != g.geometry.name)]
     parts = ['<?xml version="1.0" encoding="UTF-8"?>',
              '<kml xmlns="http://www.opengis.net/kml/2.2"><Document><name>changedetect</name>']
     for _, row in g.iterrows():
@@ -77,7 +79,7 @@ def _write_kml(gdf, path: Path) -> None:
             polys.append(f"<Polygon><outerBoundaryIs><LinearRing><coordinates>{coords[0]}"
                          f"</coordinates></LinearRing></outerBoundaryIs>{inner}</Polygon>")
         geom = polys[0] if len(polys) == 1 else f"<MultiGeometry>{''.join(polys)}</MultiGeometry>"
-        data = "".join(f'<Data name="{c}"><value>{escape(str(row[c]))}</value></Data>' for c in COLUMNS)
+        data = "".join(f'<Data name="{c}"><value>{escape(str(row[c]))}</value></Data>' for c in columns)
         # TimeSpan begins at the first acquisition that shows the change
         parts.append(f"<Placemark><name>{escape(row.change_id)} ({escape(row.kind)})</name>"
                      f"<TimeSpan><begin>{row.first_present}</begin></TimeSpan>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -414,3 +415,29 @@ def test_cli_lists_changed_footprints_without_a_kind(site, tmp_path):
     for bid in changed["building_id"]:
         assert any(line.strip().startswith(str(bid)) for line in p.stdout.splitlines()), p.stdout
     assert "None" not in p.stdout
+
+
+def test_review_keeps_the_footprint_layers_and_ids(fp_result, tmp_path):
+    """A re-cut rewrites the changes layer of changes.gpkg; the footprint layers stay as the run wrote
+    them."""
+    import shutil
+
+    import geopandas as gpd
+    import pyogrio
+
+    review = importlib.import_module("changedetect.review")
+    result, out = fp_result
+    folder = tmp_path / "results"
+    shutil.copytree(out, folder)
+    on_fp = result.changes[result.changes["building_id"].notna()]
+    state = review.review(folder, accept=[on_fp["change_id"].iloc[0]], min_confidence=0.99, reviewer="ana")
+    assert list(state.published["change_id"]) == [on_fp["change_id"].iloc[0]]
+    layers = [name for name, _ in pyogrio.list_layers(folder / "changes.gpkg")]
+    assert sorted(layers) == ["building_dates", "building_masks", "buildings", "changes"]
+    for name in ("buildings", "building_masks", "building_dates"):
+        a = pyogrio.read_dataframe(folder / "changes.gpkg", layer=name)
+        b = pyogrio.read_dataframe(out / "changes.gpkg", layer=name)
+        assert a.equals(b), name
+    g = gpd.read_file(folder / "changes.gpkg", layer="changes")
+    assert list(g["building_id"]) == [on_fp["building_id"].iloc[0]]
+    assert (folder / "buildings.geojson").read_bytes() == (out / "buildings.geojson").read_bytes()

@@ -34,9 +34,9 @@ def test_cli_end_to_end_is_deterministic(site, site_result, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "changes over 8 acquisitions" in p.stdout
     assert {f.name for f in out.iterdir()} == {"changes.gpkg", "changes.geojson", "changes.kml", "run.json",
-                                               "first_change.tif", "change_count.tif"}
+                                               "first_change.tif", "change_count.tif", "detections.gpkg"}
     # same input, same output bytes, whether from the library or the command line
-    for name in ("changes.gpkg", "changes.geojson", "first_change.tif", "change_count.tif"):
+    for name in ("changes.gpkg", "changes.geojson", "first_change.tif", "change_count.tif", "detections.gpkg"):
         assert (out / name).read_bytes() == (lib_out / name).read_bytes(), name
     kml = (out / "changes.kml").read_text()
     assert kml.count("<Placemark>") == kml.count("<TimeSpan>") > 0
@@ -206,7 +206,7 @@ def test_out_folder_with_an_earlier_run_is_refused_then_replaced_whole(site, tmp
     p = run(*site.images, "--out", out, "--format", "geojson", "--overwrite", "-q")
     assert p.returncode == 0, p.stderr
     assert {f.name for f in out.iterdir()} == {"changes.geojson", "run.json", "first_change.tif",
-                                               "change_count.tif"}
+                                               "change_count.tif", "detections.gpkg"}
     assert (out / "changes.geojson").read_bytes() == before["changes.geojson"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging left behind
 

@@ -35,7 +35,7 @@ LAYERS = {
     "buildings": 11, "pair": 11,
     "vector": 12, "evaluate": 12, "plot": 12, "synthetic": 12,
     "output": 13,
-    "pipeline": 14,
+    "pipeline": 14, "review": 14,
     "cli": 15,
 }
 
