@@ -65,6 +65,17 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
             f"The output folder {out_dir} holds files ({shown}) but no run.json of changedetect: "
             "--overwrite only replaces an earlier run, it does not empty other folders. Choose "
             "another --out.")
+    try:
+        decisions = (json.loads((out_dir / "run.json").read_text(encoding="utf-8")).get("review")
+                     or {}).get("decisions", [])
+    except (OSError, ValueError, AttributeError):
+        decisions = []
+    if decisions:
+        # an analyst's review is work no re-run can give back
+        raise OutputExistsError(
+            f"The output folder {out_dir} holds a reviewed run ({len(decisions)} review decisions in "
+            "run.json): --overwrite would lose them. Choose another --out, or move the reviewed "
+            "folder away first.")
 
 
 def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progress, *,

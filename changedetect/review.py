@@ -44,6 +44,8 @@ import json
 import os
 import shutil
 import tempfile
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -496,3 +498,18 @@ def _rewrite(folder: Path, state: ReviewState, run: dict, old_formats: Sequence[
                           "changed.") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+class _CallableModule(types.ModuleType):
+    """``cd.review(...)`` calls :func:`review` even after ``import changedetect.review``.
+
+    Importing the submodule makes ``changedetect.review`` the module, not the function of the
+    same name that ``import changedetect as cd; cd.review`` gives; calling the module calls the
+    function, so both orders of import work.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return review(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -309,3 +309,29 @@ def test_the_public_names():
     code = "import changedetect as cd, inspect; print(inspect.isfunction(cd.review), cd.review.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "changedetect.review"]
+
+
+def test_cd_review_is_callable_in_any_import_order():
+    """``import changedetect.review`` first must not turn ``cd.review`` into an uncallable module."""
+    import subprocess
+    import sys
+
+    code = ("import changedetect.review, changedetect.evaluate, changedetect as cd; "
+            "from changedetect.review import review; "
+            "print(callable(cd.review), callable(cd.evaluate), cd.review.review is review)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "True"]
+
+
+def test_overwrite_refuses_to_lose_a_review(results):
+    """``--overwrite`` replaces an earlier run, but never an analyst's decisions."""
+    from changedetect.errors import OutputExistsError
+    from changedetect.output import check_out_dir
+
+    check_out_dir(results, overwrite=True)             # a plain earlier run may be replaced
+    first = sorted(rv.read_review(results).changes["change_id"])[0]
+    rv.review(results, accept=[first], reviewer="ana")
+    before = _snapshot(results)
+    with pytest.raises(OutputExistsError, match="1 review decisions"):
+        check_out_dir(results, overwrite=True)
+    assert _snapshot(results) == before
