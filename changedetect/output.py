@@ -81,7 +81,7 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc.strerror}. "
                           "Choose another --out.") from None
     try:
-        written = export(changes, staging, formats=config.formats)
+        written = export(changes, staging, formats=config.formats, dates=stack.dates)
         if buildings[0] is not None:
             written.update(export_buildings(*buildings, staging, formats=config.formats))
         for name, path in (rasters or {}).items():
