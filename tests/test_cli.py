@@ -37,8 +37,9 @@ def test_cli_end_to_end_is_deterministic(site, site_result, tmp_path):
             "--format", "kmz")
     assert p.returncode == 0, p.stderr
     assert "changes over 8 acquisitions" in p.stdout
-    assert {f.name for f in out.iterdir()} == {"changes.gpkg", "changes.geojson", "changes.kml", "changes.kmz",
-                                               "run.json", "first_change.tif", "change_count.tif"}
+    assert {f.name for f in out.iterdir()} == {"changes.gpkg", "changes.geojson", "changes.kml",
+                                               "changes.kmz", "run.json", "first_change.tif",
+                                               "change_count.tif"}
     # same input, same output bytes, whether from the library or the command line
     for name in ("changes.gpkg", "changes.geojson", "first_change.tif", "change_count.tif"):
         assert (out / name).read_bytes() == (lib_out / name).read_bytes(), name

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-import geopandas as gpd
-import pytest
-from shapely.geometry import box
+import datetime as dt
+import json
+import sqlite3
+import struct
+import warnings
+import xml.etree.ElementTree as ET
+import zipfile
+import zlib
 
-from changedetect.errors import InputError
-from changedetect.vector import COLUMNS, export, to_geodataframe
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import shapely
+from shapely.geometry import Polygon, box
+
+from changedetect.errors import ChangeDetectWarning, InputError
+from changedetect.io import local_crs
+from changedetect.vector import COLUMNS, FORMATS, KIND_COLOURS, export, export_buildings, to_geodataframe, to_kml
 
 
 def records():
@@ -49,24 +63,6 @@ def test_bad_records_and_formats(tmp_path):
 
 
 # ------------------------------------------------------------------ the exports as users open them
-
-import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import sqlite3  # noqa: E402
-import struct  # noqa: E402
-import warnings  # noqa: E402
-import xml.etree.ElementTree as ET  # noqa: E402
-import zipfile  # noqa: E402
-import zlib  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyogrio  # noqa: E402
-import shapely  # noqa: E402
-from shapely.geometry import Polygon  # noqa: E402
-
-from changedetect.errors import ChangeDetectWarning  # noqa: E402
-from changedetect.io import local_crs  # noqa: E402
-from changedetect.vector import FORMATS, KIND_COLOURS, to_kml  # noqa: E402
 
 K = "{http://www.opengis.net/kml/2.2}"
 SERIES = ["2013-03-01", "2014-01-01", "2014-07-01", "2015-06-01", "2016-02-01"]
@@ -169,7 +165,7 @@ def test_kml_structure_styles_and_attributes(tmp_path):
         expected = {c for c in gdf.columns if c != "geometry" and not pd_isna(row[c])}
         assert set(data) == expected
         assert "None" not in data.values() and "nan" not in data.values()
-    assert "building_id" not in _data(pms["chg-0001"]) and "registration_rmse_px" not in _data(pms["chg-0001"])
+    assert not {"building_id", "registration_rmse_px"} & set(_data(pms["chg-0001"]))
     assert _data(pms["chg-0003"])["review_note"] == "roof & walls"
     # hostile text survives the escaping, as text (the control character XML forbids is replaced)
     assert _data(pms["chg-0002"])["building_id"] == HOSTILE.replace("\x01", "\ufffd")
@@ -181,15 +177,14 @@ def test_kml_structure_styles_and_attributes(tmp_path):
 
 
 def pd_isna(v):
-    import pandas as pd
-
     return v is None or (pd.api.types.is_scalar(v) and pd.isna(v))
 
 
 def test_kml_time_spans_show_what_stands_at_each_acquisition(tmp_path):
     gdf = table()
     pms = _placemarks(ET.fromstring(to_kml(gdf, dates=SERIES).encode()))
-    for cid, kind, la, fp in gdf[["change_id", "kind", "last_absent", "first_present"]].itertuples(index=False):
+    columns = ["change_id", "kind", "last_absent", "first_present"]
+    for cid, kind, la, fp in gdf[columns].itertuples(index=False):
         pm = pms[cid]
         span = {e.tag[len(K):]: e.text for e in pm.find(f"{K}TimeSpan")}
         if kind == "demolished":
@@ -231,7 +226,8 @@ def test_kmz_packs_doc_kml_first_and_the_images_it_shows(tmp_path):
     layers = sorted(name for name, _ in pyogrio.list_layers(a))
     assert layers == ["demolished", "modified", "new"]
     demolished = pyogrio.read_dataframe(a, layer="demolished")
-    assert str(demolished["end"].iloc[0])[:10] == "2014-07-01" and demolished["change_id"].iloc[0] == "chg-0002"
+    assert str(demolished["end"].iloc[0])[:10] == "2014-07-01"
+    assert demolished["change_id"].iloc[0] == "chg-0002"
     # without images: doc.kml alone
     with zipfile.ZipFile(export(gdf, tmp_path / "c", formats=("kmz",))["kmz"]) as z:
         assert z.namelist() == ["doc.kml"]
@@ -308,8 +304,6 @@ def test_geojson_is_rfc7946(tmp_path):
 
 
 def test_building_tables_have_date_fields(tmp_path):
-    import pandas as pd
-
     gdf = table()
     export(gdf, tmp_path, formats=("gpkg",))
     buildings = gpd.GeoDataFrame({"building_id": ["b-1", "b-2"], "status": ["unchanged", "changed"],
@@ -321,18 +315,18 @@ def test_building_tables_have_date_fields(tmp_path):
                           "status": ["unchanged", "not_observable"], "mean_score": [1.5, np.nan]})
     masks = gpd.GeoDataFrame({"building_id": ["b-2"], "area_m2": [100.0]},
                              geometry=[box(262000, 3729900, 262010, 3729910)], crs="EPSG:32637")
-    from changedetect.vector import export_buildings
-
     written = export_buildings(buildings, dates, masks, tmp_path, formats=("gpkg", "geojson"))
     with sqlite3.connect(tmp_path / "changes.gpkg") as con:
         b_sql = con.execute("select sql from sqlite_master where name = 'buildings'").fetchone()[0]
         d_sql = con.execute("select sql from sqlite_master where name = 'building_dates'").fetchone()[0]
         assert con.execute("select kind, last_absent from buildings order by fid").fetchall() == [
             (None, None), ("new", "2014-01-01")]
-        assert con.execute("select mean_score from building_dates order by fid").fetchall() == [(1.5,), (None,)]
+        scores = con.execute("select mean_score from building_dates order by fid").fetchall()
+        assert scores == [(1.5,), (None,)]
     assert '"last_absent" DATE' in b_sql and '"first_present" DATE' in b_sql and '"date" DATE' in d_sql
     props = [f["properties"] for f in json.loads(written["buildings.geojson"].read_text())["features"]]
-    assert props[0]["kind"] is None and props[0]["last_absent"] is None and props[1]["first_present"] == "2014-07-01"
+    assert props[0]["kind"] is None and props[0]["last_absent"] is None
+    assert props[1]["first_present"] == "2014-07-01"
     csv = written["building_dates.csv"].read_text()
     assert "None" not in csv and "nan" not in csv.lower()
 
