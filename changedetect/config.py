@@ -43,7 +43,7 @@ from .errors import InputError
 __all__ = ["Config", "FORMATS", "GROUPS", "Range", "why_invalid"]
 
 #: Output formats of the vector layers.
-FORMATS = ("gpkg", "geojson", "kml")
+FORMATS = ("gpkg", "geojson", "kml", "kmz")
 
 #: The groups of :class:`Config` fields, in the order of ``--help`` and :meth:`Config.groups`.
 GROUPS = ("inputs", "registration", "change statistics", "object shape", "dating", "buildings",
@@ -281,7 +281,7 @@ class Config:
     block : int
         Block size (pixels) for per-pixel processing: memory grows with it.
     formats : tuple of str
-        Output formats among ``gpkg``, ``geojson``, ``kml``.
+        Output formats among ``gpkg``, ``geojson``, ``kml``, ``kmz``.
     seed : int
         Seed of the random parts (RANSAC); results are deterministic.
     save_registered : str, optional

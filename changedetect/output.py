@@ -94,7 +94,7 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc.strerror}. "
                           "Choose another --out.") from None
     try:
-        written = export(changes, staging, formats=config.formats)
+        written = export(changes, staging, formats=config.formats, dates=stack.dates)
         # every detection as the run found it, whatever the formats: what `detect-changes review`
         # re-cuts from, never rewritten by it (the published changes.* become the reviewed cut)
         written["detections.gpkg"] = export(changes, staging, formats=("gpkg",), stem="detections")["gpkg"]

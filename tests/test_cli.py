@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +33,24 @@ def textured(n=64, seed=0):
 def test_cli_end_to_end_is_deterministic(site, site_result, tmp_path):
     _, lib_out = site_result
     out = tmp_path / "out"
-    p = run(*site.images, "--out", out, "--format", "gpkg", "--format", "geojson", "--format", "kml")
+    p = run(*site.images, "--out", out, "--format", "gpkg", "--format", "geojson", "--format", "kml",
+            "--format", "kmz")
     assert p.returncode == 0, p.stderr
     assert "changes over 8 acquisitions" in p.stdout
-    assert {f.name for f in out.iterdir()} == {"changes.gpkg", "changes.geojson", "changes.kml", "run.json",
-                                               "first_change.tif", "change_count.tif", "detections.gpkg"}
+    assert {f.name for f in out.iterdir()} == {"changes.gpkg", "changes.geojson", "changes.kml",
+                                               "changes.kmz", "run.json", "first_change.tif",
+                                               "change_count.tif", "detections.gpkg"}
     # same input, same output bytes, whether from the library or the command line
     for name in ("changes.gpkg", "changes.geojson", "first_change.tif", "change_count.tif", "detections.gpkg"):
         assert (out / name).read_bytes() == (lib_out / name).read_bytes(), name
     kml = (out / "changes.kml").read_text()
     assert kml.count("<Placemark>") == kml.count("<TimeSpan>") > 0
+    # a demolished building is shown from the series' first acquisition (the CLI passes the dates)
+    first = min(s["date"] for s in json.loads((out / "run.json").read_text())["inputs"])
+    spans = re.findall(r"#kind-(\w+)</styleUrl>", kml), re.findall(r"<TimeSpan><begin>([0-9-]+)</begin>", kml)
+    assert "demolished" in spans[0] and all(b >= first for b in spans[1]) and first in spans[1]
+    with zipfile.ZipFile(out / "changes.kmz") as z:
+        assert z.namelist()[0] == "doc.kml" and z.read("doc.kml").decode() == kml
 
 
 @pytest.fixture

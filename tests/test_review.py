@@ -61,6 +61,7 @@ def _published(folder: Path) -> dict[str, dict[str, dict]]:
 
 
 def _note(value):
+    """A note as read back: KML leaves a missing value out, the others write a null."""
     return None if value in (None, "", "None") or value != value else value
 
 
@@ -88,14 +89,14 @@ def test_round_trip_mark_recut_reexport(results, site_result):
         assert rows[weak]["review_status"] == "accepted", fmt
         assert _note(rows[weak]["review_note"]) == "roof seen on the 2016 image", fmt
         for i in expected - {weak}:
-            assert rows[i]["review_status"] == "unreviewed" and _note(rows[i]["review_note"]) is None, fmt
+            assert rows[i]["review_status"] == "unreviewed" and _note(rows[i].get("review_note")) is None, fmt
         assert "reviewer" not in rows[weak], fmt            # published files name no reviewer
     # the published geometry is the run's: the GeoPackage re-cut is exact
     g = gpd.read_file(results / "changes.gpkg", layer="changes").set_index("change_id")
     orig = before.changes.set_index("change_id")
     for i in expected:
         assert g.geometry[i].equals_exact(orig.geometry[i], 0)
-        assert g.loc[i, "first_present"] == orig.loc[i, "first_present"]
+        assert str(g.loc[i, "first_present"])[:10] == str(orig.loc[i, "first_present"])[:10]  # a DATE field
     # run.json: the decisions with who and when, the cut, the hashes of the files as they are now
     run = json.loads((results / "run.json").read_text())
     r = run["review"]
