@@ -317,6 +317,11 @@ class Config:
         the reference's upper-left corner at (0, 0), co-registration aligns
         them, and the outputs are in that local grid (GeoJSON in its metres, no
         KML), marked ``georeferenced: false`` in run.json.
+    report : bool
+        With ``out_dir``, also write ``report.html``
+        (:func:`changedetect.report.write_report`): one self-contained HTML
+        page (images embedded, nothing fetched) with a summary, an overview
+        map, a section per change and the run's provenance.
     overwrite : bool
         An ``out_dir`` that already holds files is refused unless this is
         True; then the earlier run there is replaced as a whole (the new set is
@@ -450,6 +455,9 @@ class Config:
     pixel_size: float | None = _param(
         None, "inputs", "metres per pixel of images with no georeferencing, PNG/JPEG/TIFF exports: they "
         "go on a local grid", "float", range=_above(0), metavar="METRES")
+    report: bool = _param(
+        False, "outputs", "also write report.html: one self-contained page with the evidence of every "
+        "change (chips, dates, measures, confidence) and the provenance of the run", "bool")
     overwrite: bool = _param(
         False, "outputs", "replace an earlier run in the output folder as a whole: no file of it is kept",
         "bool")

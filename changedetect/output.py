@@ -97,7 +97,13 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
                                          progress=reg_progress)
             run["registered"] = {"folder": str(Path(config.save_registered).resolve()),
                                  "files": {name: sha256_file(p) for name, p in registered.items()}}
+        if config.report:                  # from the staged folder alone, as write_report reads any results folder
+            run["report"] = "report.html"
         write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
+        if config.report:
+            from .report import write_report
+
+            written["report.html"] = write_report(staging)
         final = {}
         nested = None
         if registered:
@@ -194,7 +200,8 @@ def run_record(stack: Stack, regs, *, requested, config, manifest, warnings, une
                     "width": s.width, "height": s.height, "bands": s.count, "dtype": s.dtype,
                     "nodata": s.nodata, "bands_read": list(s.bands),
                     "band_roles": list(s.band_roles), "alpha_band": s.alpha,
-                    "mask_band": s.has_mask, "band_roles_source": s.band_source}
+                    "mask_band": s.has_mask, "band_roles_source": s.band_source,
+                    "metadata": dict(getattr(s, "metadata", ()))}
                    for s in stack.scenes],
         "manifest": None if manifest is None else {"path": str(Path(manifest).resolve()),
                                                    "sha256": sha256_file(manifest)},

@@ -218,6 +218,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                          counting=counting, progress=progress)
             t = mark("pixels", t)
             records = extract_objects(stack, model, step_path, regs, config, progress)
+            stats["confidence_terms"] = {r["change_id"]: r["confidence_terms"] for r in records}
             t = mark("objects", t)
             products = {}
             if counting:

@@ -34,9 +34,10 @@ LAYERS = {
     "objects": 10, "onnx_detector": 10,
     "buildings": 11, "pair": 11,
     "vector": 12, "evaluate": 12, "plot": 12, "synthetic": 12,
-    "output": 13,
-    "pipeline": 14,
-    "cli": 15,
+    "report": 13,
+    "output": 14,
+    "pipeline": 15,
+    "cli": 16,
 }
 
 
