@@ -129,7 +129,7 @@ def _read_changes(folder: Path, run: dict):
 
     gpkg, geojson = folder / "changes.gpkg", folder / "changes.geojson"
     if gpkg.exists():
-        gdf = gpd.read_file(gpkg)
+        gdf = gpd.read_file(gpkg, layer="changes")
     elif geojson.exists():
         gdf = gpd.read_file(geojson)
         grid = run.get("grid", {})
@@ -163,7 +163,8 @@ def _metric_crs(crs, geoms):
     except Exception:                            # a local grid: already metres
         return None, None
     op = c.coordinate_operation
-    stretched = c.is_geographic or (op is not None and "mercator" in op.method_name.lower())
+    method = op.method_name.lower() if op is not None else ""
+    stretched = c.is_geographic or ("mercator" in method and "transverse" not in method)   # not UTM
     if not stretched:
         return None, None
     import geopandas as gpd
@@ -289,6 +290,8 @@ def _svg_timeline(dates: list[str], last: str | None, first: str | None, *, widt
         anchor = "middle" if y == 8 else "start" if d == dates[0] else "end"
         if y == 8 and last and first and last != first:
             anchor = "end" if d == last else "start"
+        if d == dates[0] and anchor == "end" or d == dates[-1] and anchor == "start":
+            anchor = "start" if d == dates[0] else "end"           # inside the strip, never cut off
         parts.append(f'<text x="{x(_dt.date.fromisoformat(d).toordinal()):.1f}" y="{y}" '
                      f'text-anchor="{anchor}">{_e(d)}</text>')
     parts.append("</svg>")
