@@ -244,8 +244,13 @@ def _svg_overview(changes, run: dict, *, width: int = 760) -> str:
             parts.append(f'<path d="{d}" fill="{colour}" fill-opacity="0.25" stroke="{colour}" '
                          f'stroke-width="1.5" fill-rule="evenodd"/>')
         c = geom.representative_point()
-        parts.append(f'<a href="#{_anchor(row.change_id)}"><text x="{(c.x - x0) * sx:.1f}" '
-                     f'y="{(y1 - c.y) * sx:.1f}" class="lbl">{_e(row.change_id)}</text></a>')
+        px, py = (c.x - x0) * sx, (y1 - c.y) * sx
+        anchor = "end" if px > width - 60 else "start"          # labels stay inside the map
+        label = str(row.change_id)
+        label = label[4:] if label.startswith("chg-") else label
+        parts.append(f'<a href="#{_anchor(row.change_id)}"><text x="{px + (-4 if anchor == "end" else 4):.1f}" '
+                     f'y="{min(max(py, 12), height - 4):.1f}" text-anchor="{anchor}" class="lbl">'
+                     f"{_e(label)}</text></a>")
     bar = _nice_length((x1 - x0) / 4)
     parts.append(f'<g class="scale"><rect x="10" y="{height - 22}" width="{bar * sx:.1f}" height="5" '
                  f'fill="#222"/><text x="10" y="{height - 27}">{_e(f"{bar:g} m")}</text></g>')
@@ -285,7 +290,8 @@ def _svg_timeline(dates: list[str], last: str | None, first: str | None, *, widt
         mark = "#e0321f" if d in (last, first) else "#333"
         parts.append(f'<line x1="{x(day):.1f}" y1="12" x2="{x(day):.1f}" y2="28" stroke="{mark}" '
                      f'stroke-width="2"/>')
-    labels = [(d, 42) for d in (dates[0], dates[-1])] + [(d, 8) for d in (last, first) if d]
+    labels = [(d, 42) for d in dict.fromkeys((dates[0], dates[-1]))]
+    labels += [(d, 8) for d in (last, first) if d and d not in (dates[0], dates[-1])]
     for d, y in labels:                        # the series' ends below, the bracket above
         anchor = "middle" if y == 8 else "start" if d == dates[0] else "end"
         if y == 8 and last and first and last != first:
@@ -318,6 +324,7 @@ table { border-collapse: collapse; margin: 6px 0 14px; font-size: 13px; }
 th, td { text-align: left; padding: 3px 10px 3px 0; border-bottom: 1px solid var(--rule);
          vertical-align: top; }
 th { font-weight: 600; white-space: nowrap; }
+td a, .nowrap { white-space: nowrap; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 code, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px;
               overflow-wrap: anywhere; word-break: break-all; }
@@ -554,6 +561,11 @@ def render_report(results_dir: str | os.PathLike) -> str:
     parts.append(f"<p>{len(changes)} changes ({by_kind or 'none'}) found in {len(inputs)} acquisitions "
                  f"from {_e(dates[0] if dates else '-')} to {_e(dates[-1] if dates else '-')}, "
                  f"detector <code>{_e(run.get('detector', '-'))}</code>.</p>")
+    if run.get("buildings"):
+        b = run["buildings"]
+        status = ", ".join(f"{int(n)} {_e(str(k).replace('_', ' '))}" for k, n in b.get("by_status", {}).items())
+        parts.append(f"<p>{_e(b.get('n'))} given footprints ({status}); {_e(b.get('changes_on_footprints'))} "
+                     "of the changes lie on one (their footprint id is in their section).</p>")
     for w in run.get("warnings", []):
         parts.append(f'<div class="warn">{_e(w)}</div>')
     if metric_note:
@@ -575,7 +587,7 @@ def render_report(results_dir: str | os.PathLike) -> str:
     else:
         parts.append(_svg_overview(changes, run))
         parts.append('<p class="muted">Outlines on the grid of the run (no imagery: this results folder '
-                     "has no evidence store). Numbers link to each change.</p>")
+                     "has no evidence store). Each number is a change (chg-0001 is 0001) and links to its section.</p>")
     # changes
     parts.append('<h2 id="changes">Changes</h2>')
     if not len(changes):
