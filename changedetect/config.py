@@ -455,9 +455,6 @@ class Config:
     pixel_size: float | None = _param(
         None, "inputs", "metres per pixel of images with no georeferencing, PNG/JPEG/TIFF exports: they "
         "go on a local grid", "float", range=_above(0), metavar="METRES")
-    report: bool = _param(
-        False, "outputs", "also write report.html: one self-contained page with the evidence of every "
-        "change (chips, dates, measures, confidence) and the provenance of the run", "bool")
     overwrite: bool = _param(
         False, "outputs", "replace an earlier run in the output folder as a whole: no file of it is kept",
         "bool")
@@ -468,6 +465,9 @@ class Config:
     model: str | None = _param(
         None, "change statistics", "model file for the detectors that need one, e.g. onnx", "path",
         metavar="FILE")
+    report: bool = _param(
+        False, "outputs", "also write report.html: one self-contained page with the evidence of every "
+        "change (chips, dates, measures, confidence) and the provenance of the run", "bool")
 
     def __post_init__(self):
         for f in fields(self):
