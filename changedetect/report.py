@@ -304,10 +304,51 @@ def _svg_timeline(dates: list[str], last: str | None, first: str | None, *, widt
     return "".join(parts)
 
 
+#: Resolution of the embedded figures: sharp on a screen and on paper, a few hundred kB each at most.
+DPI = 80
+
+
 def _figures(folder: Path, changes, run: dict) -> dict:
-    """The figures of the evidence store, as data URIs: ``overview``, ``registration``,
-    ``chips`` (by change id). Empty when the folder has no ``evidence/`` store."""
-    return {}
+    """The figures of the evidence store (:mod:`changedetect.plot`), as ``data:`` URIs.
+
+    ``overview`` and ``registration``, and per change id ``chips`` (before and
+    after) and ``timelines`` (every acquisition; only for series of more than
+    two). Empty when the folder has no ``evidence/`` store; a figure that
+    cannot be drawn is left out with a note in ``notes``, the rest of the report
+    is written.
+    """
+    if not (folder / "evidence" / "index.json").is_file():
+        return {}
+    from . import plot
+    from .evidence import load_results
+
+    try:
+        res = load_results(folder)
+    except InputError as exc:
+        return {"notes": [f"The evidence store cannot be read: {exc}"]}
+    figs: dict = {"chips": {}, "timelines": {}, "notes": []}
+
+    def draw(key, make, *, sub=None):
+        try:
+            out = make()
+        except (InputError, KeyError, ValueError) as exc:
+            figs["notes"].append(f"{sub or key}: {exc}")
+            return
+        fig = getattr(out, "figure", out)          # an Axes or a Figure
+        uri = _png(fig, dpi=DPI)
+        if sub is None:
+            figs[key] = uri
+        else:
+            figs[key][sub] = uri
+
+    draw("overview", lambda: plot.plot_overview(res))
+    series = len(res.dates) > 2
+    for cid in (str(c) for c in changes["change_id"]):
+        draw("chips", lambda: plot.plot_before_after(res, cid), sub=cid)
+        if series:
+            draw("timelines", lambda: plot.plot_timeline(res, cid), sub=cid)
+    draw("registration", lambda: plot.plot_registration(res))
+    return figs
 
 
 # --------------------------------------------------------------------------- page parts
@@ -441,8 +482,13 @@ def _change_section(row, run: dict, figs: dict, dates: list[str], by_date: dict,
     chip = figs.get("chips", {}).get(str(cid))
     if chip:
         out.append(_img(chip, f"{cid}: before and after"))
+    elif "chips" in figs:
+        out.append('<p class="muted">No image chips for this change (see the note in the summary).</p>')
     else:
         out.append('<p class="muted">No image chips: this results folder has no evidence store.</p>')
+    timeline = figs.get("timelines", {}).get(str(cid))
+    if timeline:
+        out.append(_img(timeline, f"{cid} on every acquisition"))
     out.append(_svg_timeline(dates, last, first))
     facts_table = "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts) + "</table>"
     out.append('<div class="facts"><div>' + facts_table + "</div><div>" + _confidence_block(row.get("confidence"), conf_terms)
@@ -568,6 +614,8 @@ def render_report(results_dir: str | os.PathLike) -> str:
                      "of the changes lie on one (their footprint id is in their section).</p>")
     for w in run.get("warnings", []):
         parts.append(f'<div class="warn">{_e(w)}</div>')
+    for note in figs.get("notes", []):
+        parts.append(f'<div class="warn">Figure left out: {_e(note)}</div>')
     if metric_note:
         parts.append(f'<p class="muted">Lengths and widths {_e(metric_note)}.</p>')
     rows = []
