@@ -328,20 +328,23 @@ def _figures(folder: Path, changes, run: dict) -> dict:
         return {"notes": [f"The evidence store cannot be read: {exc}"]}
     figs: dict = {"chips": {}, "timelines": {}, "notes": []}
 
-    def draw(key, make, *, sub=None):
+    import matplotlib.pyplot as plt
+
+    def draw(key, make, *, sub=None, dpi=DPI):
         try:
             out = make()
         except (InputError, KeyError, ValueError) as exc:
             figs["notes"].append(f"{sub or key}: {exc}")
             return
         fig = getattr(out, "figure", out)          # an Axes or a Figure
-        uri = _png(fig, dpi=DPI)
+        uri = _png(fig, dpi=dpi)
         if sub is None:
             figs[key] = uri
         else:
             figs[key][sub] = uri
 
-    draw("overview", lambda: plot.plot_overview(res))
+    # the page's width, and sharper: its labels are small and many
+    draw("overview", lambda: plot.plot_overview(res, ax=plt.subplots(figsize=(11, 11))[1]), dpi=100)
     series = len(res.dates) > 2
     for cid in (str(c) for c in changes["change_id"]):
         draw("chips", lambda: plot.plot_before_after(res, cid), sub=cid)
