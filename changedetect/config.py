@@ -302,6 +302,12 @@ class Config:
         acquisition showing its change, in days since 1970-01-01; -1 where
         nothing changed) and ``change_count.tif`` (how many lasting changes the
         pixel's series holds: 0-3).
+    evidence : bool
+        With ``out_dir``, also write the evidence store ``evidence/``: true-colour
+        chips of every acquisition around each change on the co-registered grid,
+        an overview image and the registration tie points, from which
+        :mod:`changedetect.plot` draws the figures without the input images
+        (:mod:`changedetect.evidence`).
     memory_mb : int
         Budget for one block of the per-pixel stage: with many dates the block
         shrinks below ``block`` so that all dates of a block fit in it.
@@ -465,6 +471,9 @@ class Config:
     model: str | None = _param(
         None, "change statistics", "model file for the detectors that need one, e.g. onnx", "path",
         metavar="FILE")
+    evidence: bool = _param(
+        True, "outputs", "also write evidence/: co-registered true-colour chips of every change, an overview "
+        "and the tie points, to draw figures without the images", "bool")
     report: bool = _param(
         False, "outputs", "also write report.html: one self-contained page with the evidence of every "
         "change (chips, dates, measures, confidence) and the provenance of the run", "bool")

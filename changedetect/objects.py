@@ -732,7 +732,8 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
     filters (:func:`shape_filter`, :func:`core_fraction`). Every region that
     is dropped is logged (``DEBUG``) with the reason. Returns one record per
     kept change (the DESIGN.md schema), ordered by date and position, with its
-    confidence (:func:`changedetect.confidence.confidence`).
+    confidence (:func:`changedetect.confidence.confidence`) and ``usable_dates``
+    (per date, whether its dating used that acquisition).
     """
     import rasterio
     from rasterio.windows import Window
@@ -847,6 +848,7 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
                 "n_before": int(ch.n_before), "n_after": int(ch.n_after),
                 "building_id": None,
                 "confidence_terms": {t: round(float(v), 3) for t, v in terms.items()},
+                "usable_dates": [bool(u) for u in use_t],       # for the evidence store, not a column
                 "_order": (dates[k], -geom.centroid.y, geom.centroid.x),
             })
     if progress is not None:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from . import __version__
 from .coregister import save_registered
 from .detector import hysteresis
 from .errors import OutputError, OutputExistsError
+from .evidence import write_evidence
 from .io import raster_profile, sha256_file, write_text
 from .provenance import cpu_dispatch, versions
 from .stack import Stack
@@ -66,12 +68,17 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progress, *,
-                   buildings=(None, None, None), rasters: dict | None = None) -> dict:
+                   buildings=(None, None, None), rasters: dict | None = None,
+                   evidence: dict | None = None) -> dict:
     """Write the whole set into a staging folder beside ``out_dir``, then swap it in.
 
     ``out_dir`` is either absent, empty, or (with ``overwrite``) an earlier run,
     which is moved aside and deleted only once the new set is in place: no
-    file of it survives, and a failure leaves it as it was.
+    file of it survives, and a failure leaves it as it was. ``evidence`` (change
+    id to the dates its dating used), when given, writes the evidence store
+    ``evidence/`` (:func:`changedetect.evidence.write_evidence`) from the
+    co-registered ``stack``; run.json lists the SHA-256 of its ``index.json``,
+    which lists those of the other evidence files.
     """
     check_out_dir(out_dir, config.overwrite)        # again: the folder may have changed meanwhile
     try:
@@ -88,6 +95,13 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
             shutil.move(str(path), staging / name)
             written[name] = staging / name
         run["outputs"] = {p.name: sha256_file(p) for p in written.values()}
+        if evidence is not None:
+            t0 = time.perf_counter()
+            skipped = [bool(r.flagged) and config.on_registration_failure == "skip" for r in regs]
+            for name, p in write_evidence(staging / "evidence", stack, regs, changes, evidence,
+                                          skipped=skipped).items():
+                run["outputs"][name] = sha256_file(p)
+            run.setdefault("timings_s", {})["evidence"] = round(time.perf_counter() - t0, 3)
         registered = {}
         if config.save_registered:
             def reg_progress(done, total, name):
@@ -97,13 +111,13 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
                                          progress=reg_progress)
             run["registered"] = {"folder": str(Path(config.save_registered).resolve()),
                                  "files": {name: sha256_file(p) for name, p in registered.items()}}
-        if config.report:                  # from the staged folder alone, as write_report reads any results folder
+        if config.report:
             run["report"] = "report.html"
         write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
-        if config.report:
+        if config.report:                  # from the staged folder alone, as for any results folder
             from .report import write_report
 
-            written["report.html"] = write_report(staging)
+            write_report(staging)
         final = {}
         nested = None
         if registered:

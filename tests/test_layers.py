@@ -32,7 +32,7 @@ LAYERS = {
     "series": 8,
     "detector": 9,
     "objects": 10, "onnx_detector": 10,
-    "buildings": 11, "pair": 11,
+    "buildings": 11, "pair": 11, "evidence": 11,
     "vector": 12, "evaluate": 12, "plot": 12, "synthetic": 12,
     "report": 13,
     "output": 14,
