@@ -588,7 +588,8 @@ def _metadata(tags: Mapping[str, str], imagery: Mapping[str, str]) -> tuple[tupl
         v = str(v)
         return v if len(v) <= METADATA_MAX_CHARS else f"{v[:METADATA_MAX_CHARS]}... ({len(v)} characters)"
 
-    pairs = [(str(k), cut(v)) for k, v in tags.items()] + [(f"IMAGERY:{k}", cut(v)) for k, v in imagery.items()]
+    pairs = [(str(k), cut(v)) for k, v in tags.items()]
+    pairs += [(f"IMAGERY:{k}", cut(v)) for k, v in imagery.items()]
     return tuple(sorted(pairs))
 
 

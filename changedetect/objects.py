@@ -830,10 +830,10 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
             geom = regularize(geom, min_fill=config.rectangle_fill, cell=px)
             pair = (rmse[last], rmse[k])
             reg_rmse = max(pair) if all(math.isfinite(v) for v in pair) else float("nan")
+            reg_term = registration_term(pair, (unregistered[last], unregistered[k]))
             terms = confidence_terms(magnitude, fstat, ch.n_after, min_magnitude=config.min_magnitude,
                                      min_fstat=model.min_fstat, persistence=config.persistence,
-                                     registration=registration_term(pair, (unregistered[last], unregistered[k])),
-                                     form=shape_form(raw.rectangularity, raw.solidity))
+                                     registration=reg_term, form=shape_form(raw.rectangularity, raw.solidity))
             conf = math.prod(terms[t] for t in TERMS)          # = confidence(...), the same product
             log.debug("%s kept: %s", where, feats)
             records.append({

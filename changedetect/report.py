@@ -248,7 +248,8 @@ def _svg_overview(changes, run: dict, *, width: int = 760) -> str:
         anchor = "end" if px > width - 60 else "start"          # labels stay inside the map
         label = str(row.change_id)
         label = label[4:] if label.startswith("chg-") else label
-        parts.append(f'<a href="#{_anchor(row.change_id)}"><text x="{px + (-4 if anchor == "end" else 4):.1f}" '
+        tx = px + (-4 if anchor == "end" else 4)
+        parts.append(f'<a href="#{_anchor(row.change_id)}"><text x="{tx:.1f}" '
                      f'y="{min(max(py, 12), height - 4):.1f}" text-anchor="{anchor}" class="lbl">'
                      f"{_e(label)}</text></a>")
     bar = _nice_length((x1 - x0) / 4)
@@ -319,16 +320,19 @@ def _figures(folder: Path, changes, run: dict) -> dict:
     """
     if not (folder / "evidence" / "index.json").is_file():
         return {}
-    from . import plot
     from .evidence import load_results
 
+    try:
+        import matplotlib.pyplot as plt
+
+        from . import plot
+    except ImportError:
+        return {"notes": ["the figures need matplotlib: pip install 'changedetect[plot]'"]}
     try:
         res = load_results(folder)
     except InputError as exc:
         return {"notes": [f"The evidence store cannot be read: {exc}"]}
     figs: dict = {"chips": {}, "timelines": {}, "notes": []}
-
-    import matplotlib.pyplot as plt
 
     def draw(key, make, *, sub=None, dpi=DPI):
         try:
@@ -385,8 +389,14 @@ svg text.lbl { font-weight: 700; paint-order: stroke; stroke: #fff; stroke-width
 .warn { background: #fff4e0; border-left: 4px solid #f08c00; padding: 6px 10px; margin: 6px 0; }
 details summary { cursor: pointer; color: var(--muted); }
 .tags td:first-child { white-space: nowrap; }
+@page { size: A4; margin: 12mm; }
 @media print {
-  body { max-width: none; padding: 0; font-size: 11px; }
+  body { max-width: none; padding: 0; font-size: 10px; }
+  table { font-size: 10px; }
+  img.fig { max-height: 10cm; width: auto; max-width: 100%; }
+  img.strip { max-height: 4.5cm; }
+  img.overview { max-height: 24cm; }
+  section.change { padding: 8px 10px; margin: 0 0 8px; }
   h2 { break-after: avoid; } a { color: inherit; text-decoration: none; }
   details > *:not(summary) { display: block; }
   section.change { break-inside: avoid; }
@@ -491,10 +501,11 @@ def _change_section(row, run: dict, figs: dict, dates: list[str], by_date: dict,
         out.append('<p class="muted">No image chips: this results folder has no evidence store.</p>')
     timeline = figs.get("timelines", {}).get(str(cid))
     if timeline:
-        out.append(_img(timeline, f"{cid} on every acquisition"))
+        out.append(_img(timeline, f"{cid} on every acquisition", "fig strip"))
     out.append(_svg_timeline(dates, last, first))
     facts_table = "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts) + "</table>"
-    out.append('<div class="facts"><div>' + facts_table + "</div><div>" + _confidence_block(row.get("confidence"), conf_terms)
+    out.append('<div class="facts"><div>' + facts_table + "</div><div>"
+               + _confidence_block(row.get("confidence"), conf_terms)
                + "<p><strong>Co-registration of the two scenes</strong> (residual "
                + _num(row.get("registration_rmse_px"), ".3f", " px") + ")</p><ul>"
                + "".join(f"<li>{r}</li>" for r in regs) + "</ul></div></div>")
@@ -566,7 +577,9 @@ def _provenance(run: dict, folder_outputs: dict) -> str:
     timings = run.get("timings_s", {})
     out.append("<h3>Run</h3><p>Run at " + _e(run.get("created")) + "; stages (s): "
                + _e(", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
-                              for k, v in timings.items())) + "</p>")
+                              for k, v in timings.items()))
+               + (f" (together {sum(v for v in timings.values() if isinstance(v, (int, float))):.1f} s)"
+                  if timings else "") + "</p>")
     if folder_outputs:
         out.append(_table([[_e(k), f"<code>{_e(v)}</code>"] for k, v in folder_outputs.items()],
                           ["output", "SHA-256"]))
@@ -612,7 +625,8 @@ def render_report(results_dir: str | os.PathLike) -> str:
                  f"detector <code>{_e(run.get('detector', '-'))}</code>.</p>")
     if run.get("buildings"):
         b = run["buildings"]
-        status = ", ".join(f"{int(n)} {_e(str(k).replace('_', ' '))}" for k, n in b.get("by_status", {}).items())
+        status = ", ".join(f"{int(n)} {_e(str(k).replace('_', ' '))}"
+                           for k, n in b.get("by_status", {}).items())
         parts.append(f"<p>{_e(b.get('n'))} given footprints ({status}); {_e(b.get('changes_on_footprints'))} "
                      "of the changes lie on one (their footprint id is in their section).</p>")
     for w in run.get("warnings", []):
@@ -625,7 +639,8 @@ def render_report(results_dir: str | os.PathLike) -> str:
     for i, row in changes.iterrows():
         ln, wd = lengths[i]
         rows.append([f'<a href="#{_anchor(row.change_id)}">{_e(row.change_id)}</a>', _kind(row.get("kind")),
-                     f"{_e(_day(row.get('last_absent')) or '-')} .. {_e(_day(row.get('first_present')) or '-')}",
+                     f"{_e(_day(row.get('last_absent')) or '-')} .. "
+                     f"{_e(_day(row.get('first_present')) or '-')}",
                      _num(row.get("area_m2"), ".0f"), f"{_num(ln, '.1f')} × {_num(wd, '.1f')}",
                      _num(row.get("confidence"), ".2f"), _num(row.get("registration_rmse_px"), ".3f")])
     if rows:
@@ -634,11 +649,13 @@ def render_report(results_dir: str | os.PathLike) -> str:
     # overview
     parts.append('<h2 id="overview">Overview map</h2>')
     if figs.get("overview"):
-        parts.append(_img(figs["overview"], "overview map of the site with every change outlined"))
+        parts.append(_img(figs["overview"], "overview map of the site with every change outlined",
+                          "fig overview"))
     else:
         parts.append(_svg_overview(changes, run))
         parts.append('<p class="muted">Outlines on the grid of the run (no imagery: this results folder '
-                     "has no evidence store). Each number is a change (chg-0001 is 0001) and links to its section.</p>")
+                     "has no evidence store). Each number is a change (chg-0001 is 0001) and links to its "
+                     "section.</p>")
     # changes
     parts.append('<h2 id="changes">Changes</h2>')
     if not len(changes):

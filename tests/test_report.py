@@ -1,4 +1,4 @@
-"""The HTML evidence report: content from the results folder, self-contained, escaped, rendered by Chromium."""
+"""The HTML evidence report: content from a results folder, self-contained, escaped, rendered by Chromium."""
 
 from __future__ import annotations
 
@@ -136,6 +136,14 @@ def test_report_of_a_run_holds_every_change_with_its_measures(site_result):
         assert list(terms) == list(TERMS)
         assert math.prod(terms.values()) == pytest.approx(row.confidence, abs=0.01)
         assert f"Confidence {row.confidence:.2f}" in body
+    # the evidence figures: the overview, before/after and every acquisition for each change, registration
+    images = {a.get("alt"): a["src"] for t, a in page.elements if t == "img"}
+    assert all(src.startswith("data:image/png;base64,") for src in images.values())
+    assert "overview map of the site with every change outlined" in images
+    assert "co-registration tie points and residuals" in images
+    for cid in table["change_id"]:
+        assert f"{cid}: before and after" in images and f"{cid} on every acquisition" in images
+    assert "Figure left out" not in body
     # every input with its hash, date and the date's source; the run's warnings
     for s in run["inputs"]:
         assert s["sha256"] in body and s["date"] in body
@@ -158,7 +166,7 @@ def test_not_a_results_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def hostile_run(site, tmp_path_factory):
-    """``detect-changes --report`` on the site, with a script in a TIFF tag, in file names and in footprint ids."""
+    """``detect-changes --report`` on the site; a script in a TIFF tag, a file name and footprint ids."""
     import geopandas as gpd
     import rasterio
 
@@ -204,6 +212,9 @@ def test_hostile_metadata_is_text_not_markup(hostile_run):
     assert ids and all(i.startswith(HOSTILE_ID) for i in ids)
     assert all(i in shown for i in ids)
     assert "&lt;script&gt;alert('tag')&lt;/script&gt;" in dom.stdout
+    # written again from the results folder alone (as after a review), it is the same page
+    again = write_report(out, out.parent / "again.html")
+    assert again.read_bytes() == report.read_bytes()
 
 
 def test_report_renders_and_prints(hostile_run, tmp_path):
