@@ -302,7 +302,13 @@ def plot_overview(results, *, ax=None, date: str = "last", labels: bool = True):
     Returns
     -------
     matplotlib Axes
-        ``ax.texts`` / ``ax.get_children()`` hold the labels (gid ``change-label``).
+        ``ax.texts`` holds the labels (gid ``change-label``).
+
+    Notes
+    -----
+    Labels are placed for the axes' size when called (offsets in points):
+    set the figure's size and layout first; a later ``tight_layout`` that
+    resizes the axes can make them touch.
     """
     plt = _plt()
     from matplotlib.lines import Line2D
