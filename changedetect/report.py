@@ -200,13 +200,24 @@ def measure(geom) -> tuple[float, float]:
 
 # --------------------------------------------------------------------------- figures
 
-def _png(fig, *, dpi: int = 110) -> str:
-    """A matplotlib figure as a ``data:`` URI (PNG, no time stamp: the same figure gives the same bytes)."""
+def _png(fig, *, dpi: float = 80, palette: bool = False) -> str:
+    """A matplotlib figure as a ``data:`` URI (PNG, no time stamp: the same figure gives the same bytes).
+
+    ``palette``: stored with 256 colours (median cut, no dithering), about half
+    the bytes; used for the strip of every acquisition only, the before/after
+    chips and the overview keep every colour.
+    """
     import matplotlib.pyplot as plt
 
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight")
     plt.close(fig)
+    if palette:
+        from PIL import Image
+
+        img = Image.open(_io.BytesIO(buf.getvalue())).convert("RGB")
+        buf = _io.BytesIO()
+        img.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(buf, "PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -307,6 +318,9 @@ def _svg_timeline(dates: list[str], last: str | None, first: str | None, *, widt
 
 #: Resolution of the embedded figures: sharp on a screen and on paper, a few hundred kB each at most.
 DPI = 80
+#: Width of the page's column in CSS pixels: a wider figure is rendered at a lower dpi to fit it
+#: (a long series' strip of every acquisition would otherwise be drawn wider than it is shown).
+PAGE_PX = 1040
 
 
 def _figures(folder: Path, changes, run: dict) -> dict:
@@ -334,14 +348,14 @@ def _figures(folder: Path, changes, run: dict) -> dict:
         return {"notes": [f"The evidence store cannot be read: {exc}"]}
     figs: dict = {"chips": {}, "timelines": {}, "notes": []}
 
-    def draw(key, make, *, sub=None, dpi=DPI):
+    def draw(key, make, *, sub=None, dpi=DPI, palette=False):
         try:
             out = make()
         except (InputError, KeyError, ValueError) as exc:
             figs["notes"].append(f"{sub or key}: {exc}")
             return
         fig = getattr(out, "figure", out)          # an Axes or a Figure
-        uri = _png(fig, dpi=dpi)
+        uri = _png(fig, dpi=min(dpi, PAGE_PX / max(float(fig.get_size_inches()[0]), 1e-3)), palette=palette)
         if sub is None:
             figs[key] = uri
         else:
@@ -353,7 +367,7 @@ def _figures(folder: Path, changes, run: dict) -> dict:
     for cid in (str(c) for c in changes["change_id"]):
         draw("chips", lambda: plot.plot_before_after(res, cid), sub=cid)
         if series:
-            draw("timelines", lambda: plot.plot_timeline(res, cid), sub=cid)
+            draw("timelines", lambda: plot.plot_timeline(res, cid), sub=cid, palette=True)
     draw("registration", lambda: plot.plot_registration(res))
     return figs
 
