@@ -340,6 +340,8 @@ def plot_overview(results, *, ax=None, date: str = "last", labels: bool = True):
         renderer = ax.figure.canvas.get_renderer()
         marks = [a for a in ax.get_children() if a.get_gid() in ("scalebar", "scalebar-label", "north-arrow")]
         boxes = [o.get_window_extent(renderer).padded(2) for o in obstacles + marks]
+        boxes += [m.arrow_patch.get_window_extent(renderer).padded(2) for m in marks
+                  if getattr(m, "arrow_patch", None) is not None]
         if legend is not None:
             boxes.append(legend.get_window_extent(renderer))
         for a in _place_labels(ax, points, texts, colours, obstacles=boxes):

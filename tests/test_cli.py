@@ -34,9 +34,11 @@ def test_cli_end_to_end_is_deterministic(site, site_result, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "changes over 8 acquisitions" in p.stdout
     assert {f.name for f in out.iterdir()} == {"changes.gpkg", "changes.geojson", "changes.kml", "run.json",
-                                               "first_change.tif", "change_count.tif"}
-    # same input, same output bytes, whether from the library or the command line
-    for name in ("changes.gpkg", "changes.geojson", "first_change.tif", "change_count.tif"):
+                                               "first_change.tif", "change_count.tif", "evidence"}
+    # same input, same output bytes, whether from the library or the command line (evidence too)
+    evidence = sorted(str(p.relative_to(out)) for p in (out / "evidence").rglob("*") if p.is_file())
+    assert "evidence/index.json" in evidence and len(evidence) > 4
+    for name in ("changes.gpkg", "changes.geojson", "first_change.tif", "change_count.tif", *evidence):
         assert (out / name).read_bytes() == (lib_out / name).read_bytes(), name
     kml = (out / "changes.kml").read_text()
     assert kml.count("<Placemark>") == kml.count("<TimeSpan>") > 0
@@ -196,17 +198,17 @@ def test_out_folder_with_an_earlier_run_is_refused_then_replaced_whole(site, tmp
     p = run(*site.images, "--out", out, "--format", "geojson", "--format", "kml", "-q")
     assert p.returncode == 0, p.stderr
     (out / "notes.txt").write_text("an earlier file")
-    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
     # refused: nothing touched, the message names the folder and the way out
     p = run(*site.images, "--out", out, "--format", "geojson", "-q")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert str(out) in p.stderr and "--overwrite" in p.stderr and "not empty" in p.stderr
-    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
     # --overwrite: the new set only; no file of the earlier run survives (changes.kml, notes.txt)
     p = run(*site.images, "--out", out, "--format", "geojson", "--overwrite", "-q")
     assert p.returncode == 0, p.stderr
     assert {f.name for f in out.iterdir()} == {"changes.geojson", "run.json", "first_change.tif",
-                                               "change_count.tif"}
+                                               "change_count.tif", "evidence"}
     assert (out / "changes.geojson").read_bytes() == before["changes.geojson"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging left behind
 
