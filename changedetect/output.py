@@ -111,13 +111,14 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
                                          progress=reg_progress)
             run["registered"] = {"folder": str(Path(config.save_registered).resolve()),
                                  "files": {name: sha256_file(p) for name, p in registered.items()}}
-        if config.report:
-            run["report"] = "report.html"
         write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
         if config.report:                  # from the staged folder alone, as for any results folder
             from .report import write_report
 
-            write_report(staging)
+            # the page shows every output's hash but its own, so it is the same whether written
+            # before its hash is added to run.json or again later from the folder (after a review)
+            run["outputs"]["report.html"] = sha256_file(write_report(staging))
+            write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
         final = {}
         nested = None
         if registered:

@@ -679,7 +679,8 @@ def render_report(results_dir: str | os.PathLike) -> str:
     if figs.get("registration"):
         parts.append('<h2 id="registration">Co-registration</h2>'
                      + _img(figs["registration"], "co-registration tie points and residuals"))
-    parts.append(_provenance(run, run.get("outputs", {})))
+    outputs = {k: v for k, v in (run.get("outputs") or {}).items() if k != REPORT_NAME}
+    parts.append(_provenance(run, outputs))
     parts.append("</body></html>\n")
     log.info("report: figures %.2f s, page %.2f s", t_fig - t0, time.perf_counter() - t_fig)
     return "\n".join(parts)
