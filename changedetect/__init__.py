@@ -9,7 +9,8 @@ it is used, so ``import changedetect`` stays cheap:
 
 * a run: :func:`detect_changes`, :class:`Config`, :class:`Result`;
 * the stages: :func:`open_stack`, :func:`coregister`, :func:`detect_pair`
-  (two images, no series), :func:`read_footprints`, :func:`export`;
+  (two images, no series), :func:`read_footprints`, :func:`export`,
+  :func:`write_report` (the HTML evidence report of a results folder);
 * detectors: :class:`Detector`, :class:`SeriesWindow`, :class:`PixelChange`,
   :func:`get_detector`, :func:`available_detectors`;
 * the analyst's review: :func:`review` (decisions, a re-cut, the exports
@@ -33,7 +34,7 @@ _LAZY = {
     "coregister": "coregister", "Registration": "coregister",
     "detect_pair": "pair", "PairConfig": "pair", "PairResult": "pair",
     "read_footprints": "buildings", "building_change": "buildings",
-    "export": "vector",
+    "export": "vector", "write_report": "report",
     "review": "review", "read_review": "review", "ReviewState": "review",
     "Detector": "detector", "SeriesWindow": "detector", "PixelChange": "detector",
     "get_detector": "detector", "available_detectors": "detector",

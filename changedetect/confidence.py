@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["confidence", "shape_form", "extent_form"]
+__all__ = ["confidence", "confidence_terms", "shape_form", "extent_form"]
+
+#: The factors of a confidence, in the order of the product (the keys of :func:`confidence_terms`).
+TERMS = ("significance", "cleanliness", "persistence", "registration", "form")
 
 #: F statistic, in multiples of the F threshold, at which cleanliness is three quarters.
 CLEAN_F_MULTIPLE = 4.0
@@ -28,9 +31,30 @@ CLEAN_F_MULTIPLE = 4.0
 FULL_EXTENT = 0.5
 
 
+def confidence_terms(magnitude: float, fstat: float, n_after: int, *, min_magnitude: float,
+                     min_fstat: float, persistence: int, registration: float, form: float) -> dict:
+    """The factors (each 0-1) whose product is a change's confidence, by name (:data:`TERMS`).
+
+    Stored with every change in ``run.json`` (``confidence_terms``) so that a
+    report can say what a confidence is made of.
+
+    Examples
+    --------
+    >>> t = confidence_terms(21.0, 30.0, 3, min_magnitude=14.0, min_fstat=5.0, persistence=2,
+    ...                      registration=1.0, form=1.0)
+    >>> {k: round(v, 3) for k, v in t.items()}
+    {'significance': 0.865, 'cleanliness': 0.8, 'persistence': 1.0, 'registration': 1.0, 'form': 1.0}
+    """
+    significance = 1.0 - math.exp(-max(0.0, magnitude / (0.5 * min_magnitude) - 1.0))
+    clean = fstat / (fstat + CLEAN_F_MULTIPLE * min_fstat) if min_fstat > 0 else 1.0
+    persistent = min(1.0, n_after / max(persistence + 1, 1))
+    return {"significance": significance, "cleanliness": 0.5 + 0.5 * clean, "persistence": persistent,
+            "registration": float(registration), "form": float(form)}
+
+
 def confidence(magnitude: float, fstat: float, n_after: int, *, min_magnitude: float, min_fstat: float,
                persistence: int, registration: float, form: float) -> float:
-    """Confidence (0-1) of a dated change; see the module docstring for each factor.
+    """Confidence (0-1) of a dated change: the product of :func:`confidence_terms`.
 
     Examples
     --------
@@ -38,10 +62,9 @@ def confidence(magnitude: float, fstat: float, n_after: int, *, min_magnitude: f
     ...                  registration=1.0, form=1.0), 3)
     0.692
     """
-    significance = 1.0 - math.exp(-max(0.0, magnitude / (0.5 * min_magnitude) - 1.0))
-    clean = fstat / (fstat + CLEAN_F_MULTIPLE * min_fstat) if min_fstat > 0 else 1.0
-    persistent = min(1.0, n_after / max(persistence + 1, 1))
-    return significance * (0.5 + 0.5 * clean) * persistent * registration * form
+    terms = confidence_terms(magnitude, fstat, n_after, min_magnitude=min_magnitude, min_fstat=min_fstat,
+                             persistence=persistence, registration=registration, form=form)
+    return math.prod(terms[k] for k in TERMS)
 
 
 def shape_form(rectangularity: float, solidity: float) -> float:

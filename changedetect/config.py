@@ -302,6 +302,12 @@ class Config:
         acquisition showing its change, in days since 1970-01-01; -1 where
         nothing changed) and ``change_count.tif`` (how many lasting changes the
         pixel's series holds: 0-3).
+    evidence : bool
+        With ``out_dir``, also write the evidence store ``evidence/``: true-colour
+        chips of every acquisition around each change on the co-registered grid,
+        an overview image and the registration tie points, from which
+        :mod:`changedetect.plot` draws the figures without the input images
+        (:mod:`changedetect.evidence`).
     memory_mb : int
         Budget for one block of the per-pixel stage: with many dates the block
         shrinks below ``block`` so that all dates of a block fit in it.
@@ -317,6 +323,11 @@ class Config:
         the reference's upper-left corner at (0, 0), co-registration aligns
         them, and the outputs are in that local grid (GeoJSON in its metres, no
         KML), marked ``georeferenced: false`` in run.json.
+    report : bool
+        With ``out_dir``, also write ``report.html``
+        (:func:`changedetect.report.write_report`): one self-contained HTML
+        page (images embedded, nothing fetched) with a summary, an overview
+        map, a section per change and the run's provenance.
     overwrite : bool
         An ``out_dir`` that already holds files is refused unless this is
         True; then the earlier run there is replaced as a whole (the new set is
@@ -460,6 +471,12 @@ class Config:
     model: str | None = _param(
         None, "change statistics", "model file for the detectors that need one, e.g. onnx", "path",
         metavar="FILE")
+    evidence: bool = _param(
+        True, "outputs", "also write evidence/: co-registered true-colour chips of every change, an overview "
+        "and the tie points, to draw figures without the images", "bool")
+    report: bool = _param(
+        False, "outputs", "also write report.html: one self-contained page with the evidence of every "
+        "change (chips, dates, measures, confidence) and the provenance of the run", "bool")
 
     def __post_init__(self):
         for f in fields(self):

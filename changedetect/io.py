@@ -200,6 +200,10 @@ class SceneInfo:
         The file has a per-dataset mask (GDAL mask band): validity too.
     band_source : str
         Where the roles came from (see :func:`band_roles`).
+    metadata : tuple of (str, str)
+        The file's dataset tags (sensor, acquisition time, processing), sorted,
+        those of GDAL's IMAGERY domain as ``IMAGERY:<NAME>``; a value longer
+        than :data:`METADATA_MAX_CHARS` is cut there (the run record keeps them).
     """
 
     path: Path
@@ -219,6 +223,7 @@ class SceneInfo:
     alpha: int | None = None
     has_mask: bool = False
     band_source: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -570,7 +575,22 @@ def read_scene(path: str | os.PathLike, *, date: _dt.date | None = None,
                      bands=tuple(i + 1 for i, r in enumerate(roles) if r not in ("alpha", "-")),
                      band_roles=tuple(r for r in roles if r not in ("alpha", "-")),
                      alpha=next((i + 1 for i, r in enumerate(roles) if r == "alpha"), None),
-                     has_mask=has_mask, band_source=band_source)
+                     has_mask=has_mask, band_source=band_source, metadata=_metadata(tags, imagery))
+
+
+#: Longest tag value kept in :attr:`SceneInfo.metadata` (XML blobs are cut here).
+METADATA_MAX_CHARS = 2000
+
+
+def _metadata(tags: Mapping[str, str], imagery: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Dataset tags and IMAGERY tags as sorted (name, value) pairs, long values cut."""
+    def cut(v) -> str:
+        v = str(v)
+        return v if len(v) <= METADATA_MAX_CHARS else f"{v[:METADATA_MAX_CHARS]}... ({len(v)} characters)"
+
+    pairs = [(str(k), cut(v)) for k, v in tags.items()]
+    pairs += [(f"IMAGERY:{k}", cut(v)) for k, v in imagery.items()]
+    return tuple(sorted(pairs))
 
 
 @contextlib.contextmanager

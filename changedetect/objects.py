@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 
 from . import masks
 from .config import Config
-from .confidence import confidence, shape_form
+from .confidence import TERMS, confidence_terms, shape_form
 from .coregister import registration_errors, registration_term
 from .detector import hysteresis
 from .series import SeriesModel, read_series
@@ -732,7 +732,8 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
     filters (:func:`shape_filter`, :func:`core_fraction`). Every region that
     is dropped is logged (``DEBUG``) with the reason. Returns one record per
     kept change (the DESIGN.md schema), ordered by date and position, with its
-    confidence (:func:`changedetect.confidence.confidence`).
+    confidence (:func:`changedetect.confidence.confidence`) and ``usable_dates``
+    (per date, whether its dating used that acquisition).
     """
     import rasterio
     from rasterio.windows import Window
@@ -829,10 +830,11 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
             geom = regularize(geom, min_fill=config.rectangle_fill, cell=px)
             pair = (rmse[last], rmse[k])
             reg_rmse = max(pair) if all(math.isfinite(v) for v in pair) else float("nan")
-            conf = confidence(magnitude, fstat, ch.n_after, min_magnitude=config.min_magnitude,
-                              min_fstat=model.min_fstat, persistence=config.persistence,
-                              registration=registration_term(pair, (unregistered[last], unregistered[k])),
-                              form=shape_form(raw.rectangularity, raw.solidity))
+            reg_term = registration_term(pair, (unregistered[last], unregistered[k]))
+            terms = confidence_terms(magnitude, fstat, ch.n_after, min_magnitude=config.min_magnitude,
+                                     min_fstat=model.min_fstat, persistence=config.persistence,
+                                     registration=reg_term, form=shape_form(raw.rectangularity, raw.solidity))
+            conf = math.prod(terms[t] for t in TERMS)          # = confidence(...), the same product
             log.debug("%s kept: %s", where, feats)
             records.append({
                 "geometry": geom, "kind": kind,
@@ -845,6 +847,8 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
                 "n_observations": int(use_t.sum()),
                 "n_before": int(ch.n_before), "n_after": int(ch.n_after),
                 "building_id": None,
+                "confidence_terms": {t: round(float(v), 3) for t, v in terms.items()},
+                "usable_dates": [bool(u) for u in use_t],       # for the evidence store, not a column
                 "_order": (dates[k], -geom.centroid.y, geom.centroid.x),
             })
     if progress is not None:

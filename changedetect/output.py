@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,11 @@ from . import __version__
 from .coregister import save_registered
 from .detector import hysteresis
 from .errors import OutputError, OutputExistsError
+from .evidence import balloon_images, write_evidence
 from .io import raster_profile, sha256_file, write_text
 from .provenance import cpu_dispatch, versions
 from .stack import Stack
-from .vector import export, export_buildings
+from .vector import KIND_COLOURS, export, export_buildings
 
 __all__ = ["check_out_dir", "write_outputs", "write_pixel_products", "run_record"]
 
@@ -79,12 +81,17 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progress, *,
-                   buildings=(None, None, None), rasters: dict | None = None) -> dict:
+                   buildings=(None, None, None), rasters: dict | None = None,
+                   evidence: dict | None = None) -> dict:
     """Write the whole set into a staging folder beside ``out_dir``, then swap it in.
 
     ``out_dir`` is either absent, empty, or (with ``overwrite``) an earlier run,
     which is moved aside and deleted only once the new set is in place: no
-    file of it survives, and a failure leaves it as it was.
+    file of it survives, and a failure leaves it as it was. ``evidence`` (change
+    id to the dates its dating used), when given, writes the evidence store
+    ``evidence/`` (:func:`changedetect.evidence.write_evidence`) from the
+    co-registered ``stack``; run.json lists the SHA-256 of its ``index.json``,
+    which lists those of the other evidence files.
     """
     check_out_dir(out_dir, config.overwrite)        # again: the folder may have changed meanwhile
     try:
@@ -94,7 +101,15 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
         raise OutputError(f"Cannot create the output folder {out_dir}: {exc.strerror}. "
                           "Choose another --out.") from None
     try:
-        written = export(changes, staging, formats=config.formats, dates=stack.dates)
+        images = None
+        if evidence is not None:
+            t0 = time.perf_counter()
+            skipped = [bool(r.flagged) and config.on_registration_failure == "skip" for r in regs]
+            stored = write_evidence(staging / "evidence", stack, regs, changes, evidence, skipped=skipped)
+            if "kmz" in config.formats:       # the before | after chips as the KMZ's balloon images
+                images = balloon_images(staging / "evidence", changes, colours=KIND_COLOURS)
+            evidence_time = round(time.perf_counter() - t0, 3)
+        written = export(changes, staging, formats=config.formats, dates=stack.dates, images=images)
         # every detection as the run found it, whatever the formats: what `detect-changes review`
         # re-cuts from, never rewritten by it (the published changes.* become the reviewed cut)
         written["detections.gpkg"] = export(changes, staging, formats=("gpkg",), stem="detections")["gpkg"]
@@ -104,6 +119,10 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
             shutil.move(str(path), staging / name)
             written[name] = staging / name
         run["outputs"] = {p.name: sha256_file(p) for p in written.values()}
+        if evidence is not None:
+            for name, p in stored.items():
+                run["outputs"][name] = sha256_file(p)
+            run.setdefault("timings_s", {})["evidence"] = evidence_time
         registered = {}
         if config.save_registered:
             def reg_progress(done, total, name):
@@ -114,6 +133,13 @@ def write_outputs(out_dir: Path, changes, run: dict, config, stack, regs, progre
             run["registered"] = {"folder": str(Path(config.save_registered).resolve()),
                                  "files": {name: sha256_file(p) for name, p in registered.items()}}
         write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
+        if config.report:                  # from the staged folder alone, as for any results folder
+            from .report import write_report
+
+            # the page shows every output's hash but its own, so it is the same whether written
+            # before its hash is added to run.json or again later from the folder (after a review)
+            run["outputs"]["report.html"] = sha256_file(write_report(staging))
+            write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
         final = {}
         nested = None
         if registered:
@@ -210,7 +236,8 @@ def run_record(stack: Stack, regs, *, requested, config, manifest, warnings, une
                     "width": s.width, "height": s.height, "bands": s.count, "dtype": s.dtype,
                     "nodata": s.nodata, "bands_read": list(s.bands),
                     "band_roles": list(s.band_roles), "alpha_band": s.alpha,
-                    "mask_band": s.has_mask, "band_roles_source": s.band_source}
+                    "mask_band": s.has_mask, "band_roles_source": s.band_source,
+                    "metadata": dict(getattr(s, "metadata", ()))}
                    for s in stack.scenes],
         "manifest": None if manifest is None else {"path": str(Path(manifest).resolve()),
                                                    "sha256": sha256_file(manifest)},

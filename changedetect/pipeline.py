@@ -218,6 +218,7 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                          counting=counting, progress=progress)
             t = mark("pixels", t)
             records = extract_objects(stack, model, step_path, regs, config, progress)
+            stats["confidence_terms"] = {r["change_id"]: r["confidence_terms"] for r in records}
             t = mark("objects", t)
             products = {}
             if counting:
@@ -238,8 +239,10 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                          buildings=buildings, timings=timings)
         outputs: dict = {}
         if out_dir is not None:
+            evidence = ({r["change_id"]: r["usable_dates"] for r in records} if config.evidence else None)
             outputs = write_outputs(Path(out_dir), changes, run, config, stack, regs, progress,
-                                    buildings=(buildings, building_dates, building_masks), rasters=products)
+                                    buildings=(buildings, building_dates, building_masks), rasters=products,
+                                    evidence=evidence)
         timings["total"] = round(time.perf_counter() - t0, 3)
         return Result(changes=changes, registrations=regs, run=run, outputs=outputs, buildings=buildings,
                       building_dates=building_dates, building_masks=building_masks)

@@ -52,8 +52,9 @@ from typing import Iterable, Sequence
 
 from .config import FORMATS
 from .errors import ChangeDetectError, InputError, OutputError
+from .evidence import balloon_images
 from .io import sha256_file, write_text
-from .vector import COLUMNS, export, to_geodataframe
+from .vector import COLUMNS, KIND_COLOURS, export, to_geodataframe
 
 __all__ = ["STATUSES", "KINDS", "Cut", "Decision", "ReviewState", "review", "read_review"]
 
@@ -394,7 +395,12 @@ def _write_files(staging: Path, folder: Path, state: ReviewState, run: dict) -> 
 
     written = {}
     published = state.published
-    for fmt, path in export(published, staging, formats=state.formats).items():
+    images = None
+    if "kmz" in state.formats:              # the KMZ's balloons keep the run's before | after chips
+        images = balloon_images(folder / "evidence", published, colours=KIND_COLOURS)
+    dates = [i["date"] for i in run.get("inputs", []) if i.get("date")]
+    for fmt, path in export(published, staging, formats=state.formats, dates=dates or None,
+                            images=images).items():
         written[path.name] = path
     if "gpkg" in state.formats and (folder / "changes.gpkg").is_file():
         # the other layers of changes.gpkg (given footprints) stay as the run wrote them
@@ -412,20 +418,21 @@ def _write_files(staging: Path, folder: Path, state: ReviewState, run: dict) -> 
     pyogrio.write_dataframe(log.astype(object).where(log.notna(), None), det, layer="review_log",
                             driver="GPKG")
     written[_DETECTIONS] = det
-    written.update(_rewrite_report(staging, folder, state, run))
     return written
 
 
-def _rewrite_report(staging: Path, folder: Path, state: ReviewState, run: dict) -> dict[str, Path]:
+def _rewrite_report(staging: Path, run: dict) -> dict[str, Path]:
     """The run's HTML report, written again for the new cut into ``staging``; nothing when it has none.
 
-    This is the one place where the review regenerates the report: a report
-    that disagreed with the published files would be worse than none.
+    This is the one place where the review regenerates the report (from the
+    staged folder: the new cut, run.json and the evidence), so the report never
+    disagrees with the published files.
     """
     if "report.html" not in (run.get("outputs") or {}):
         return {}
-    raise OutputError(f"{folder} holds an HTML report (report.html) and this version of changedetect "
-                      "cannot write it again for the new cut. Run detect-changes again with --report.")
+    from .report import write_report
+
+    return {"report.html": write_report(staging)}
 
 
 def _mirror(src: Path, dst: Path, skip: set[str]) -> None:
@@ -477,7 +484,12 @@ def _rewrite(folder: Path, state: ReviewState, run: dict, old_formats: Sequence[
         run["outputs"] = dict(sorted(outputs.items()))
         write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
         stale = {_CHANGE_FILES[f] for f in old_formats}
-        _mirror(folder, staging, skip=set(written) | {"run.json"} | stale)
+        _mirror(folder, staging, skip=set(written) | {"run.json", "report.html"} | stale)
+        report = _rewrite_report(staging, run)
+        if report:
+            written.update(report)
+            run["outputs"] = dict(sorted({**run["outputs"], "report.html": sha256_file(report["report.html"])}.items()))
+            write_text(staging / "run.json", json.dumps(run, indent=2, default=str) + "\n")
         old = folder.parent / f".{folder.name}.reviewed-{os.getpid()}"
         shutil.rmtree(old, ignore_errors=True)
         try:

@@ -39,9 +39,12 @@ def test_cli_end_to_end_is_deterministic(site, site_result, tmp_path):
     assert "changes over 8 acquisitions" in p.stdout
     assert {f.name for f in out.iterdir()} == {"changes.gpkg", "changes.geojson", "changes.kml",
                                                "changes.kmz", "run.json", "first_change.tif",
-                                               "change_count.tif", "detections.gpkg"}
-    # same input, same output bytes, whether from the library or the command line
-    for name in ("changes.gpkg", "changes.geojson", "first_change.tif", "change_count.tif", "detections.gpkg"):
+                                               "change_count.tif", "detections.gpkg", "evidence"}
+    # same input, same output bytes, whether from the library or the command line (evidence too)
+    evidence = sorted(str(p.relative_to(out)) for p in (out / "evidence").rglob("*") if p.is_file())
+    assert "evidence/index.json" in evidence and len(evidence) > 4
+    for name in ("changes.gpkg", "changes.geojson", "first_change.tif", "change_count.tif", "detections.gpkg",
+                 *evidence):
         assert (out / name).read_bytes() == (lib_out / name).read_bytes(), name
     kml = (out / "changes.kml").read_text()
     assert kml.count("<Placemark>") == kml.count("<TimeSpan>") > 0
@@ -50,7 +53,28 @@ def test_cli_end_to_end_is_deterministic(site, site_result, tmp_path):
     spans = re.findall(r"#kind-(\w+)</styleUrl>", kml), re.findall(r"<TimeSpan><begin>([0-9-]+)</begin>", kml)
     assert "demolished" in spans[0] and all(b >= first for b in spans[1]) and first in spans[1]
     with zipfile.ZipFile(out / "changes.kmz") as z:
-        assert z.namelist()[0] == "doc.kml" and z.read("doc.kml").decode() == kml
+        names = z.namelist()
+        doc = z.read("doc.kml").decode()
+        # the KMZ is the KML plus each change's before | after chips (from evidence/) in its balloon
+        ids = re.findall(r"<Placemark><name>([^<]+)</name>", kml)
+        assert names[0] == "doc.kml" and sorted(names[1:]) == sorted(f"files/{i}.png" for i in ids)
+        assert re.findall(r"<Placemark><name>([^<]+)</name>", doc) == ids
+        assert all(f'src=&quot;files/{i}.png&quot;' in doc for i in ids)     # in the escaped balloon
+        from io import BytesIO
+
+        from PIL import Image
+
+        from changedetect.evidence import load_results
+        from changedetect.vector import KIND_COLOURS
+
+        res = load_results(out)
+        for i in ids:
+            im = np.asarray(Image.open(BytesIO(z.read(f"files/{i}.png"))).convert("RGB"))
+            chip = res.chip(i).rgb
+            assert im.shape[1] > 1.9 * im.shape[0] * chip.shape[2] / chip.shape[1]   # two panels
+            kind = res.change(i)["kind"]
+            rgb = tuple(int(KIND_COLOURS[kind][k:k + 2], 16) for k in (1, 3, 5))
+            assert (im == rgb).all(axis=2).sum() > 20                                # the outline
 
 
 @pytest.fixture
@@ -207,17 +231,17 @@ def test_out_folder_with_an_earlier_run_is_refused_then_replaced_whole(site, tmp
     p = run(*site.images, "--out", out, "--format", "geojson", "--format", "kml", "-q")
     assert p.returncode == 0, p.stderr
     (out / "notes.txt").write_text("an earlier file")
-    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
     # refused: nothing touched, the message names the folder and the way out
     p = run(*site.images, "--out", out, "--format", "geojson", "-q")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert str(out) in p.stderr and "--overwrite" in p.stderr and "not empty" in p.stderr
-    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
     # --overwrite: the new set only; no file of the earlier run survives (changes.kml, notes.txt)
     p = run(*site.images, "--out", out, "--format", "geojson", "--overwrite", "-q")
     assert p.returncode == 0, p.stderr
     assert {f.name for f in out.iterdir()} == {"changes.geojson", "run.json", "first_change.tif",
-                                               "change_count.tif", "detections.gpkg"}
+                                               "change_count.tif", "detections.gpkg", "evidence"}
     assert (out / "changes.geojson").read_bytes() == before["changes.geojson"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging left behind
 

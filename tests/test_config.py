@@ -31,7 +31,7 @@ EXPECTED_GROUPS = {
                      "min_core_width_m", "min_core_fraction", "min_outline_contrast", "rectangle_fill"],
     "dating": ["min_date_agreement", "min_lead"],
     "buildings": ["buildings", "building_id_column"],
-    "outputs": ["formats", "save_registered", "pixel_products", "overwrite"],
+    "outputs": ["formats", "save_registered", "pixel_products", "overwrite", "evidence", "report"],
     "resources": ["block", "memory_mb"],
 }
 
@@ -82,7 +82,8 @@ def test_groups_cover_every_field_exactly_once_in_order():
 
 def test_run_record_keeps_its_keys_and_values():
     """run.json stores dataclasses.asdict(config): the old keys and values, in order, then the new ones."""
-    assert dataclasses.asdict(Config()) == {**OLD_PARAMETERS, "detector": "auto", "model": None}
+    assert dataclasses.asdict(Config()) == {**OLD_PARAMETERS, "detector": "auto", "model": None,
+                                          "evidence": True, "report": False}
     assert list(dataclasses.asdict(Config()))[:len(OLD_PARAMETERS)] == list(OLD_PARAMETERS)
     # values are kept as given: an int threshold stays an int in run.json
     assert dataclasses.asdict(Config(min_magnitude=10))["min_magnitude"] == 10
@@ -329,8 +330,8 @@ EVERY_OPTION = {
     "rectangle_fill": (0.7, "0.7"), "transient_sigma": (2.5, "2.5"), "transient_fill_m2": (0.0, "0"),
     "min_lead": (2, "2"), "block": (1024, "1024"), "formats": (("kml",), "kml"), "seed": (7, "7"),
     "save_registered": ("reg", "reg"), "buildings": ("fp.geojson", "fp.geojson"),
-    "building_id_column": ("id", "id"), "pixel_products": (False, None), "memory_mb": (64, "64"),
-    "bands": (("nir", "red", "-"), "nir,red,-"), "pixel_size": (2.0, "2"), "overwrite": (True, None),
+    "building_id_column": ("id", "id"), "pixel_products": (False, None), "evidence": (False, None), "memory_mb": (64, "64"),
+    "bands": (("nir", "red", "-"), "nir,red,-"), "pixel_size": (2.0, "2"), "overwrite": (True, None), "report": (True, None),
     "detector": ("onnx", "onnx"), "model": ("m.onnx", "m.onnx"),
 }
 
@@ -340,8 +341,8 @@ def test_every_field_can_be_set_on_the_command_line():
     argv = []
     for f in FIELDS:
         value, text = EVERY_OPTION[f.name]
-        if f.name == "pixel_products":
-            argv.append("--no-pixel-products")
+        if f.name in ("pixel_products", "evidence"):
+            argv.append("--no-" + f.name.replace("_", "-"))
         else:
             argv += [flag(f)] if text is None else [flag(f), text]
     config = config_from_args(build_parser().parse_args(argv))

@@ -32,11 +32,12 @@ LAYERS = {
     "series": 8,
     "detector": 9,
     "objects": 10, "onnx_detector": 10,
-    "buildings": 11, "pair": 11,
+    "buildings": 11, "pair": 11, "evidence": 11,
     "vector": 12, "evaluate": 12, "plot": 12, "synthetic": 12,
-    "output": 13,
-    "pipeline": 14, "review": 14,
-    "cli": 15,
+    "report": 13,
+    "output": 14,
+    "pipeline": 15, "review": 15,
+    "cli": 16,
 }
 
 

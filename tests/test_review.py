@@ -237,15 +237,22 @@ def test_bad_requests_name_the_fix_and_write_nothing(results, tmp_path):
         rv.read_review(results)
 
 
-def test_a_run_with_a_report_is_not_left_with_a_stale_one(results):
-    """The report hook: a report that disagreed with the published files would be worse than none."""
+def test_a_run_with_a_report_gets_it_written_again_for_the_cut(results):
+    """A report that disagreed with the published files would be worse than none: the review re-writes it."""
+    from changedetect.report import write_report
+
+    write_report(results)                                # as a run with --report leaves it
     run = json.loads((results / "run.json").read_text())
-    run["outputs"]["report.html"] = "0" * 64
+    run["outputs"]["report.html"] = sha256_file(results / "report.html")
     (results / "run.json").write_text(json.dumps(run))
-    before = _snapshot(results)
-    with pytest.raises(OutputError, match="report.html"):
-        rv.review(results, min_confidence=0.5)
-    assert _snapshot(results) == before
+    ids = sorted(rv.read_review(results).changes["change_id"])
+    page = (results / "report.html").read_text()
+    assert all(f'id="change-{i}"' in page for i in ids)
+    rv.review(results, reject=[ids[0]], reviewer="ana")
+    page = (results / "report.html").read_text()
+    assert f'id="change-{ids[0]}"' not in page and all(f'id="change-{i}"' in page for i in ids[1:])
+    run = json.loads((results / "run.json").read_text())
+    assert run["outputs"]["report.html"] == sha256_file(results / "report.html")
 
 
 def _cli(*args, cwd=None):
@@ -279,11 +286,15 @@ def test_cli_review(results, tmp_path):
                              ((), 2, "RESULTS_DIR")]:
         p = _cli(*args)
         assert p.returncode == code and text in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
-    run["outputs"]["report.html"] = "0" * 64                 # a processing error: exit 1
-    (results / "run.json").write_text(json.dumps(run))
+    # a processing error (GDAL fails to write, as on a full disk): exit 1, the folder as it was
     before = _snapshot(results)
-    p = _cli(results, "--unsure", ids[3])
-    assert p.returncode == 1 and "report.html" in p.stderr and "Traceback" not in p.stderr
+    code = ("import sys, changedetect.review as r\n"
+            "def fail(*a, **k): raise RuntimeError('No space left on device')\n"
+            "r.export = fail\n"
+            "from changedetect.cli import main\n"
+            f"sys.exit(main(['review', {str(results)!r}, '--unsure', {ids[3]!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "No space left" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert _snapshot(results) == before
 
 
@@ -336,3 +347,14 @@ def test_overwrite_refuses_to_lose_a_review(results):
     with pytest.raises(OutputExistsError, match="1 review decisions"):
         check_out_dir(results, overwrite=True)
     assert _snapshot(results) == before
+
+
+def test_a_reviewed_kmz_keeps_the_chips_of_the_published_changes(results):
+    """The re-cut KMZ carries each published change's before | after chips, and only theirs."""
+    import zipfile
+
+    ids = sorted(rv.read_review(results).changes["change_id"])
+    rv.review(results, reject=[ids[0]], reviewer="ana", formats=["gpkg", "kmz"])
+    with zipfile.ZipFile(results / "changes.kmz") as z:
+        assert sorted(z.namelist()[1:]) == sorted(f"files/{i}.png" for i in ids[1:])
+        assert all(z.read(f"files/{i}.png")[:8] == b"\x89PNG\r\n\x1a\n" for i in ids[1:])
