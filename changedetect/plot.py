@@ -178,7 +178,8 @@ def plot_before_after(results, change_id, *args, fig=None, **kwargs):
         ax.set_title(f"{what}: {chip.dates[t]}\n{res.sensor(t)}", fontsize=10)
     fig.suptitle(f"{change_id} ({row.kind}): between {row.last_absent} and {row.first_present}, "
                  f"confidence {row.confidence:.2f}, {row.area_m2:.0f} m²", fontsize=11)
-    fig.tight_layout()
+    # keep the top 0.6 inch for the suptitle: tight_layout alone lays the panel titles under it
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_figheight()))
     return fig
 
 
