@@ -87,7 +87,7 @@ from .io import sha256_file, write_text
 from .stack import Stack, apply_mapping
 
 __all__ = ["write_evidence", "load_results", "Results", "Chip", "Overview", "true_colour_bands",
-           "chip_window", "stretch_to_uint8", "balloon_images", "MAX_CHIP", "MAX_OVERVIEW", "MAX_SERIES", "FORMAT_VERSION"]
+           "chip_window", "stretch_to_uint8", "balloon_images", "published_detections", "MAX_CHIP", "MAX_OVERVIEW", "MAX_SERIES", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 #: Longest side of a chip, in pixels; larger windows are read decimated.
@@ -622,6 +622,21 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("", "NaT")
 
 
+def published_detections(folder: str | Path, run: dict):
+    """The published changes read from ``detections.gpkg``, for a run whose formats hold no table (KML/KMZ only).
+
+    Every detection as the run found it, less those a review left out
+    (``run.json`` ``review.published.change_ids``), in the grid's CRS.
+    """
+    import geopandas as gpd
+
+    changes = gpd.read_file(Path(folder) / "detections.gpkg", layer="detections", engine="pyogrio")
+    ids = ((run.get("review") or {}).get("published") or {}).get("change_ids")
+    if ids is not None:
+        changes = changes[changes["change_id"].isin(ids)].reset_index(drop=True)
+    return changes
+
+
 def load_results(folder: str | Path) -> Results:
     """Open a results folder (``detect-changes --out``) for figures, without its input images.
 
@@ -662,8 +677,10 @@ def load_results(folder: str | Path) -> Results:
         from rasterio.crs import CRS
 
         changes = changes.to_crs(CRS.from_user_input(index["grid"]["crs"]).to_wkt())
+    elif (folder / "detections.gpkg").is_file():
+        changes = published_detections(folder, run)
     else:
-        raise InputError(f"{folder} holds no change table (changes.gpkg or changes.geojson); run "
-                         "detect-changes with --format gpkg.")
+        raise InputError(f"{folder} holds no change table (changes.gpkg, changes.geojson or "
+                         "detections.gpkg); run detect-changes again with this version.")
     changes = _iso_dates(changes)
     return Results(folder, changes, run, index)

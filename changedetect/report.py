@@ -124,7 +124,7 @@ def _read_run(folder: Path) -> dict:
 
 
 def _read_changes(folder: Path, run: dict):
-    """The change table in the grid's CRS, from changes.gpkg, else changes.geojson."""
+    """The change table in the grid's CRS, from changes.gpkg, else changes.geojson, else detections.gpkg."""
     import geopandas as gpd
 
     gpkg, geojson = folder / "changes.gpkg", folder / "changes.geojson"
@@ -137,9 +137,14 @@ def _read_changes(folder: Path, run: dict):
             gdf = gdf.to_crs(grid["crs"])
         elif not grid.get("georeferenced", True):
             gdf = gdf.set_crs(None, allow_override=True)
+    elif (folder / "detections.gpkg").exists():          # a run that published KML/KMZ only
+        from .evidence import published_detections
+
+        gdf = published_detections(folder, run)
     else:
-        raise InputError(f"{folder} holds no change table (changes.gpkg or changes.geojson); the report "
-                         "reads one of them. Run with --format gpkg or --format geojson.")
+        raise InputError(f"{folder} holds no change table (changes.gpkg, changes.geojson or "
+                         "detections.gpkg); the report reads one of them. Run detect-changes again "
+                         "with this version.")
     if "change_id" not in gdf.columns:
         raise InputError(f"The change table in {folder} has no change_id column: it was not written "
                          "by detect-changes.")
@@ -347,15 +352,20 @@ def _figures(folder: Path, changes, run: dict) -> dict:
     except InputError as exc:
         return {"notes": [f"The evidence store cannot be read: {exc}"]}
     figs: dict = {"chips": {}, "timelines": {}, "notes": []}
+    cache = _FigureCache(folder, res, changes)
 
     def draw(key, make, *, sub=None, dpi=DPI, palette=False):
-        try:
-            out = make()
-        except (InputError, KeyError, ValueError) as exc:
-            figs["notes"].append(f"{sub or key}: {exc}")
-            return
-        fig = getattr(out, "figure", out)          # an Axes or a Figure
-        uri = _png(fig, dpi=min(dpi, PAGE_PX / max(float(fig.get_size_inches()[0]), 1e-3)), palette=palette)
+        uri = cache.get(key, sub)
+        if uri is None:
+            try:
+                out = make()
+            except (InputError, KeyError, ValueError) as exc:
+                figs["notes"].append(f"{sub or key}: {exc}")
+                return
+            fig = getattr(out, "figure", out)          # an Axes or a Figure
+            uri = _png(fig, dpi=min(dpi, PAGE_PX / max(float(fig.get_size_inches()[0]), 1e-3)),
+                       palette=palette)
+            cache.put(key, sub, uri)
         if sub is None:
             figs[key] = uri
         else:
@@ -369,7 +379,78 @@ def _figures(folder: Path, changes, run: dict) -> dict:
         if series:
             draw("timelines", lambda: plot.plot_timeline(res, cid), sub=cid, palette=True)
     draw("registration", lambda: plot.plot_registration(res))
+    cache.save()
     return figs
+
+
+class _FigureCache:
+    """The figures of one change (and the registration's), kept beside the evidence they are drawn from.
+
+    ``evidence/report/`` holds each drawn PNG under a key made of what the
+    figure shows (the chip file's SHA-256, the change's row, this version), so
+    a review's re-cut writes the report again without drawing its figures
+    again: the same bytes as drawn afresh, in a fraction of the time. The
+    overview depends on the cut and is always drawn. A figure whose key no
+    longer matches (another version, another evidence store) is drawn again.
+    """
+
+    def __init__(self, folder: Path, res, changes):
+        from . import __version__
+
+        self.dir = folder / "evidence" / "report"
+        try:
+            self.index = json.loads((self.dir / "index.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            self.index = {}
+        self.keys = {}
+        chips = res.index.get("chips", {})
+        reg = res.index.get("registration", {}).get("sha256")
+        self.keys[("registration", None)] = _key(__version__, reg, res.run.get("inputs"))
+        for _, row in changes.iterrows():
+            cid = str(row["change_id"])
+            fields = [str(row.get(c)) for c in ("kind", "last_absent", "first_present", "confidence", "area_m2")]
+            k = _key(__version__, (chips.get(cid) or {}).get("sha256"), fields, row.geometry.wkb_hex,
+                     res.run.get("inputs"))
+            self.keys[("chips", cid)] = self.keys[("timelines", cid)] = k
+        self.new = {}
+
+    def _name(self, key, sub):
+        return f"{key}.png" if sub is None else f"{key}-{_anchor(sub)}.png"
+
+    def get(self, key, sub):
+        k = self.keys.get((key, sub))
+        name = self._name(key, sub)
+        if k is None or self.index.get(name) != k:
+            return None
+        try:
+            return "data:image/png;base64," + base64.b64encode((self.dir / name).read_bytes()).decode("ascii")
+        except OSError:
+            return None
+
+    def put(self, key, sub, uri):
+        k = self.keys.get((key, sub))
+        if k is not None:
+            self.new[self._name(key, sub)] = (k, base64.b64decode(uri.split(",", 1)[1]))
+
+    def save(self):
+        if not self.new:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for name, (k, data) in sorted(self.new.items()):
+                tmp = self.dir / f".{name}.tmp"
+                tmp.write_bytes(data)
+                os.replace(tmp, self.dir / name)
+                self.index[name] = k
+            write_text(self.dir / "index.json", json.dumps(dict(sorted(self.index.items())), indent=1) + "\n")
+        except OSError:                     # a read-only results folder: the report is still written
+            pass
+
+
+def _key(*parts) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 # --------------------------------------------------------------------------- page parts

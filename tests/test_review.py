@@ -253,6 +253,11 @@ def test_a_run_with_a_report_gets_it_written_again_for_the_cut(results):
     assert f'id="change-{ids[0]}"' not in page and all(f'id="change-{i}"' in page for i in ids[1:])
     run = json.loads((results / "run.json").read_text())
     assert run["outputs"]["report.html"] == sha256_file(results / "report.html")
+    # the re-write took the change figures from evidence/report/; drawn afresh they are the same
+    assert {p.name for p in (results / "evidence" / "report").glob("chips-*.png")} == {
+        f"chips-change-{i}.png" for i in ids}
+    shutil.rmtree(results / "evidence" / "report")
+    assert write_report(results).read_text() == page
 
 
 def _cli(*args, cwd=None):
@@ -358,3 +363,16 @@ def test_a_reviewed_kmz_keeps_the_chips_of_the_published_changes(results):
     with zipfile.ZipFile(results / "changes.kmz") as z:
         assert sorted(z.namelist()[1:]) == sorted(f"files/{i}.png" for i in ids[1:])
         assert all(z.read(f"files/{i}.png")[:8] == b"\x89PNG\r\n\x1a\n" for i in ids[1:])
+
+
+def test_a_report_of_a_kmz_only_folder_reads_the_published_detections(results):
+    """With KML/KMZ alone published there is no changes table to read: the report takes detections.gpkg, less the cut."""
+    from changedetect.evidence import load_results
+    from changedetect.report import write_report
+
+    ids = sorted(rv.read_review(results).changes["change_id"])
+    rv.review(results, reject=[ids[0]], reviewer="ana", formats=["kmz"])
+    assert not (results / "changes.gpkg").exists() and not (results / "changes.geojson").exists()
+    page = write_report(results).read_text()
+    assert f'id="change-{ids[0]}"' not in page and all(f'id="change-{i}"' in page for i in ids[1:])
+    assert sorted(load_results(results).changes["change_id"]) == ids[1:]
