@@ -78,13 +78,15 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .io import sha256_file, write_text
-from .stack import Stack, apply_mapping
+
+if TYPE_CHECKING:          # reading a results folder (the report, a review) needs no Stack, nor SciPy
+    from .stack import Stack
 
 __all__ = ["write_evidence", "load_results", "Results", "Chip", "Overview", "true_colour_bands",
            "chip_window", "stretch_to_uint8", "balloon_images", "published_detections", "MAX_CHIP", "MAX_OVERVIEW", "MAX_SERIES", "FORMAT_VERSION"]
@@ -224,6 +226,8 @@ def _affine6(t) -> list[float]:
 
 def registration_record(stack: Stack, regs) -> list[dict]:
     """``registration.json``: per scene, the tie points with position, model shift, measured shift, residual."""
+    from .stack import apply_mapping
+
     t = stack.transform
     out = []
     cols = ["col", "row", "x", "y", "model_dx", "model_dy", "measured_dx", "measured_dy", "dx", "dy", "z",
