@@ -31,6 +31,20 @@ SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 EXE = Path(sys.executable).parent / "detect-changes"
 
 
+def _console(images, out: Path, options: list[str], accept: str, n_cuts: int) -> tuple[float, float]:
+    """A full run of the console command, then the median of ``n_cuts`` re-cuts (each a fresh process)."""
+    t = time.perf_counter()
+    subprocess.run([str(EXE), *images, "--out", str(out), *options, "-q"], check=True)
+    full = time.perf_counter() - t
+    cuts = []
+    for k in range(n_cuts):
+        t = time.perf_counter()
+        subprocess.run([str(EXE), "review", str(out), "--accept", accept, "--min-confidence",
+                        ("0.5", "0.7")[k % 2], "-q"], check=True)
+        cuts.append(time.perf_counter() - t)
+    return full, statistics.median(cuts)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3, help="full runs (median)")
@@ -60,33 +74,15 @@ def main(argv=None) -> int:
             cuts.append(time.perf_counter() - t)
         rows.append(("library (in one process)", statistics.median(full), statistics.median(cuts)))
 
-        cli_out = Path(tmp) / "cli"
-        t = time.perf_counter()
-        subprocess.run([str(EXE), *images, "--out", str(cli_out), "--format", "gpkg", "--format", "geojson",
-                        "--format", "kml", "-q"], check=True)
-        cli_full = time.perf_counter() - t
-        cli_cuts = []
-        for k in range(max(3, args.recuts // 2)):
-            t = time.perf_counter()
-            subprocess.run([str(EXE), "review", str(cli_out), "--accept", ids[0], "--min-confidence",
-                            ("0.5", "0.7")[k % 2], "-q"], check=True)
-            cli_cuts.append(time.perf_counter() - t)
-        rows.append(("console command (fresh process)", cli_full, statistics.median(cli_cuts)))
-
+        n_cuts = max(3, args.recuts // 2)
+        formats = ["--format", "gpkg", "--format", "geojson", "--format", "kml"]
+        rows.append(("console command (fresh process)",
+                     *_console(images, Path(tmp) / "cli", formats, ids[0], n_cuts)))
         # the same with every output an analyst publishes: the KMZ with its chips and the report,
         # which the re-cut writes again (its change figures come from evidence/report/)
-        rep_out = Path(tmp) / "report"
-        t = time.perf_counter()
-        subprocess.run([str(EXE), *images, "--out", str(rep_out), "--format", "gpkg", "--format", "geojson",
-                        "--format", "kml", "--format", "kmz", "--report", "-q"], check=True)
-        rep_full = time.perf_counter() - t
-        rep_cuts = []
-        for k in range(max(3, args.recuts // 2)):
-            t = time.perf_counter()
-            subprocess.run([str(EXE), "review", str(rep_out), "--accept", ids[0], "--min-confidence",
-                            ("0.5", "0.7")[k % 2], "-q"], check=True)
-            rep_cuts.append(time.perf_counter() - t)
-        rows.append(("console, + kmz and --report", rep_full, statistics.median(rep_cuts)))
+        rows.append(("console, + kmz and --report",
+                     *_console(images, Path(tmp) / "report", [*formats, "--format", "kmz", "--report"], ids[0],
+                               n_cuts)))
 
     print(f"sample_data: {len(images)} scenes, {len(ids)} changes; formats gpkg, geojson, kml")
     print(f"{'':<34} {'full run s':>10} {'re-cut s':>9} {'ratio':>7}  target <= 0.100")

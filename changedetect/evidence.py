@@ -89,7 +89,7 @@ if TYPE_CHECKING:          # reading a results folder (the report, a review) nee
     from .stack import Stack
 
 __all__ = ["write_evidence", "load_results", "Results", "Chip", "Overview", "true_colour_bands",
-           "chip_window", "stretch_to_uint8", "balloon_images", "published_detections", "MAX_CHIP", "MAX_OVERVIEW", "MAX_SERIES", "FORMAT_VERSION"]
+           "chip_window", "stretch_to_uint8", "balloon_images", "published_detections", "read_run", "MAX_CHIP", "MAX_OVERVIEW", "MAX_SERIES", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 #: Longest side of a chip, in pixels; larger windows are read decimated.
@@ -626,6 +626,35 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value) in ("", "NaT")
 
 
+def read_run(folder: str | Path) -> dict:
+    """The run record (``run.json``) of a results folder, or an error that says what the folder is not.
+
+    The one check of "is this a results folder" for the figures, the report and the review.
+
+    Raises
+    ------
+    InputError
+        ``folder`` is not a folder, has no ``run.json``, or holds one that is not
+        JSON or not written by changedetect.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder. Give the --out folder of a detect-changes run.")
+    path = folder / "run.json"
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{folder} is not a changedetect results folder: it has no run.json. Give the "
+                         "--out folder of a detect-changes run.") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} cannot be read as JSON ({exc}). Give the --out folder of a "
+                         "detect-changes run, as the run wrote it.") from None
+    if not isinstance(run, dict) or "changedetect" not in run:
+        raise InputError(f"{path} is not the run record of changedetect. Give the --out folder of a "
+                         "detect-changes run.")
+    return run
+
+
 def published_detections(folder: str | Path, run: dict):
     """The published changes read from ``detections.gpkg``, for a run whose formats hold no table (KML/KMZ only).
 
@@ -655,15 +684,7 @@ def load_results(folder: str | Path) -> Results:
     import geopandas as gpd
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder. Give the --out folder of a detect-changes run.")
-    try:
-        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        if not isinstance(run, dict) or "changedetect" not in run:
-            raise ValueError
-    except (OSError, ValueError):
-        raise InputError(f"{folder} is not a changedetect results folder (no run.json written by "
-                         "detect-changes). Give the --out folder of a run.") from None
+    run = read_run(folder)
     index_path = folder / "evidence" / "index.json"
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))

@@ -109,18 +109,9 @@ def _anchor(change_id) -> str:
 # --------------------------------------------------------------------------- reading a results folder
 
 def _read_run(folder: Path) -> dict:
-    path = folder / "run.json"
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{folder} holds no run.json: it is not a results folder of detect-changes. "
-                         "Give the --out folder of a run.") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} cannot be read as JSON ({exc}); run detect-changes again to "
-                         "write it.") from None
-    if not isinstance(run, dict) or "changedetect" not in run:
-        raise InputError(f"{path} is not the run record of detect-changes. Give the --out folder of a run.")
-    return run
+    from .evidence import read_run
+
+    return read_run(folder)
 
 
 def _read_changes(folder: Path, run: dict):

@@ -52,7 +52,7 @@ from typing import Iterable, Sequence
 
 from .config import FORMATS
 from .errors import ChangeDetectError, InputError, OutputError
-from .evidence import balloon_images
+from .evidence import balloon_images, read_run
 from .io import sha256_file, write_text
 from .vector import COLUMNS, KIND_COLOURS, export, to_geodataframe
 
@@ -147,20 +147,7 @@ def _utcnow() -> str:
 
 
 def _load_run(folder: Path) -> dict:
-    if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder. Give the --out folder of a detect-changes run.")
-    path = folder / "run.json"
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{folder} is not a changedetect results folder: it has no run.json. Give the "
-                         "--out folder of a detect-changes run.") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} cannot be read as JSON ({exc}). Give the --out folder of a "
-                         "detect-changes run, as the run wrote it.") from None
-    if not isinstance(run, dict) or "changedetect" not in run:
-        raise InputError(f"{path} is not the run record of changedetect. Give the --out folder of a "
-                         "detect-changes run.")
+    run = read_run(folder)
     if not (folder / _DETECTIONS).is_file():
         raise InputError(f"{folder} has no {_DETECTIONS} (every detection of the run, which the review "
                          "re-cuts from): it was written by an earlier changedetect. Run detect-changes "
