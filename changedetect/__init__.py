@@ -59,3 +59,20 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+def _callable_module(name: str, function) -> None:
+    """Make the submodule ``name`` callable as its ``function`` of the same name.
+
+    ``cd.review`` and ``cd.evaluate`` are functions (see ``_LAZY``), but
+    importing ``changedetect.review`` makes the package attribute the module;
+    calling the module then calls the function, so both orders of import work.
+    """
+    import sys
+    import types
+
+    class _CallableModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return function(*args, **kwargs)
+
+    sys.modules[name].__class__ = _CallableModule

@@ -35,13 +35,13 @@ import json
 import math
 import os
 import sys
-import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from . import _callable_module
 from .errors import InputError, UnreadableFileError
 from .stack import apply_mapping
 
@@ -884,19 +884,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-class _CallableModule(types.ModuleType):
-    """``cd.evaluate(...)`` calls :func:`evaluate` even after ``import changedetect.evaluate``.
-
-    Importing the submodule makes ``changedetect.evaluate`` the module, not the function of the
-    same name that ``import changedetect as cd; cd.evaluate`` gives; calling the module calls the
-    function, so both orders of import work.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+# ``cd.evaluate(...)`` keeps working after ``import changedetect.evaluate``
+_callable_module(__name__, evaluate)
 
 
 if __name__ == "__main__":  # pragma: no cover

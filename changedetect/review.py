@@ -44,12 +44,11 @@ import json
 import os
 import shutil
 import tempfile
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from . import _callable_module
 from .config import FORMATS
 from .errors import ChangeDetectError, InputError, OutputError
 from .evidence import balloon_images, read_run
@@ -499,16 +498,5 @@ def _rewrite(folder: Path, state: ReviewState, run: dict, old_formats: Sequence[
         shutil.rmtree(staging, ignore_errors=True)
 
 
-class _CallableModule(types.ModuleType):
-    """``cd.review(...)`` calls :func:`review` even after ``import changedetect.review``.
-
-    Importing the submodule makes ``changedetect.review`` the module, not the function of the
-    same name that ``import changedetect as cd; cd.review`` gives; calling the module calls the
-    function, so both orders of import work.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return review(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+# ``cd.review(...)`` keeps working after ``import changedetect.review``
+_callable_module(__name__, review)
