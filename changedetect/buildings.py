@@ -56,7 +56,8 @@ from .stack import Stack, area_m2
 from .timeline import masked_mean, series_change
 
 __all__ = ["ID_COLUMNS", "STATUSES", "read_footprints", "open_footprints", "footprint_mask", "BuildingChange",
-           "building_change", "footprint_kind", "footprint_windows", "footprint_table", "attach_building_ids"]
+           "building_change", "step_significance", "noise_floor", "population_thresholds", "footprint_kind", "footprint_windows",
+           "footprint_table", "attach_building_ids"]
 
 #: Columns tried, in order, for the building id when none is named.
 ID_COLUMNS = ("building_id", "id", "Id", "ID", "osm_id", "osm_way_id", "fid")
@@ -263,7 +264,8 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
                     n_spectral: int | None = None, max_gain: float = 1.25, max_angle_deg: float = 2.0,
                     changed_pixels: np.ndarray | None = None, footprint_pixels: int | None = None,
                     registration_rmse_px: float | Sequence[float] = 0.0,
-                    registration_flagged: Sequence[bool] | None = None) -> BuildingChange:
+                    registration_flagged: Sequence[bool] | None = None,
+                    min_score: float | None = None, min_significance: float = 0.0) -> BuildingChange:
     """Change statistics, status per date and dated change of one footprint.
 
     The footprint's mean series (over its usable pixels, on dates where at least
@@ -326,6 +328,20 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         Scenes kept on their georeferencing alone (their ``registration_rmse_px``
         is then the estimated error); see
         :func:`changedetect.coregister.registration_term`.
+    min_score : float, optional
+        The site's own threshold on the step (noise sigmas), from the population
+        of its footprints (:func:`population_thresholds`). When given, a
+        building also changed when its step reaches it, its F statistic reaches
+        ``min_fstat`` and ``min_significance``, and the step is significant
+        against observation noise (:func:`noise_floor`): it stands out of its
+        site, whatever the sensor noise says. The rules above still hold (a
+        small step that covers most of a footprint, or makes its outline come
+        or go, is a change); the kind and the check on modified buildings are
+        the same.
+    min_significance : float
+        With ``min_score``: the site's threshold on the step's significance
+        against the footprint's own scatter between dates, as -log10 of the
+        F test's p-value (:func:`step_significance`).
 
     Returns
     -------
@@ -367,7 +383,17 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     series = masked_mean(px - own[None], u, over="pixels") + own.mean(axis=1)[None]
     ch = series_change(series, observed, scale=np.asarray(scale), min_after=persistence) \
         if n_obs >= 1 + persistence else None
-    stepped = (ch is not None and ch.magnitude >= 0.5 * min_magnitude and ch.fstat >= min_fstat)
+    n_px = float(np.mean(n_use[observed])) if n_obs else 0.0
+
+    def site_says(c) -> bool:
+        return (min_score is not None and c is not None and c.fstat >= min_fstat
+                and c.magnitude >= max(min_score, noise_floor(c.n_before, c.n_after, n_px, series.shape[1]))
+                and step_significance(c.fstat, n_obs, series.shape[1]) >= min_significance)
+
+    def steps_enough(c) -> bool:
+        return c is not None and c.fstat >= min_fstat and (c.magnitude >= 0.5 * min_magnitude or site_says(c))
+
+    stepped = steps_enough(ch)
 
     def scores(before_t):
         """Per-pixel distance of every date from the mean of the ``before_t`` dates, in sigmas."""
@@ -390,7 +416,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         if share < 0.6:
             ch = series_change(series, observed, scale=np.asarray(scale), min_after=persistence,
                                alpha_extra=0.0)
-            stepped = ch.magnitude >= 0.5 * min_magnitude and ch.fstat >= min_fstat
+            stepped = steps_enough(ch)
             before_t = observed & (steps < ch.first_present) if stepped else observed
             d, ok = scores(before_t)
     if changed_pixels is not None:
@@ -412,7 +438,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     # a step counts when it is large, or covers a good part of the footprint, or when a
     # building appears or disappears (its outline comes or goes: rubble can look like a roof)
     appears = kind in ("new", "demolished") and max(built) >= 2.0 and max(built) >= 2.0 * min(built)
-    changed = stepped and (ch.magnitude >= min_magnitude
+    changed = stepped and (site_says(ch) or ch.magnitude >= min_magnitude
                            or (outlined and (appears or mask.sum() >= min_changed_share * max(total, 1))))
     if changed and kind == "modified":
         # a standing building whose roof only got brighter or darker in every band alike, by
@@ -461,7 +487,10 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         fl = np.zeros(n_t, bool) if registration_flagged is None else np.asarray(registration_flagged, bool)
         ends = [ch.last_absent, ch.first_present]
         reg = registration_term([float(v) for v in rm[ends]], [bool(v) for v in fl[ends]])
-        confidence = change_confidence(ch.magnitude, ch.fstat, ch.n_after, min_magnitude=min_magnitude,
+        # with the site's threshold, significance is measured from it as from min_magnitude / 2
+        reference = (2.0 * max(min_score, noise_floor(ch.n_before, ch.n_after, n_px, series.shape[1]))
+                     if site_says(ch) else min_magnitude)
+        confidence = change_confidence(ch.magnitude, ch.fstat, ch.n_after, min_magnitude=reference,
                                        min_fstat=min_fstat, persistence=persistence, registration=reg,
                                        form=extent_form(changed_fraction))
     return BuildingChange(
@@ -476,6 +505,106 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         mean_score=mean_score.astype(np.float64), max_score=max_score.astype(np.float64),
         date_changed_fraction=date_frac.astype(np.float64),
         valid_fraction=valid_fraction.astype(np.float64))
+
+
+def step_significance(fstat: float, n_observations: int, n_channels: int) -> float:
+    """-log10 of the p-value of a footprint's step F statistic, with its own degrees of freedom.
+
+    The F test of a step (:func:`changedetect.series.f_threshold`) has
+    ``n_channels`` and ``n_channels * (n_observations - 2)`` degrees of
+    freedom, so the same F means less on a footprint seen on 4 dates than on
+    one seen on 25; the p-value puts footprints seen on different numbers of
+    dates on one scale. Infinite for two dates (no scatter to test against).
+
+    >>> round(step_significance(20.0, 25, 4), 1)
+    11.1
+    """
+    from scipy.stats import f as f_dist
+
+    if n_observations < 3:
+        return math.inf
+    return float(-f_dist.logsf(max(fstat, 0.0), n_channels, n_channels * (n_observations - 2)) / math.log(10))
+
+
+def noise_floor(n_before: int, n_after: int, n_pixels: float, n_bands: int, *, alpha: float = 1e-3) -> float:
+    """Smallest step of a footprint's mean series that observation noise alone reaches with probability ``alpha``.
+
+    With white noise of one sigma per band and pixel, the mean of ``n_pixels``
+    pixels over ``n_before`` and ``n_after`` dates differs between the two
+    states by a vector whose squared length, in sigmas, is chi-square with
+    ``n_bands`` degrees of freedom times ``(1/n_before + 1/n_after) / n_pixels``.
+    Real footprints always exceed it (their dates differ by far more than
+    sensor noise); it keeps a site where nothing but noise differs from having
+    its quietest footprints split by :func:`population_thresholds`.
+
+    >>> round(noise_floor(1, 1, 100, 3), 3)
+    0.57
+    """
+    from scipy.stats import chi2
+
+    if n_before < 1 or n_after < 1 or n_pixels <= 0:
+        return math.inf
+    return math.sqrt(float(chi2.isf(alpha, n_bands)) * (1.0 / n_before + 1.0 / n_after) / n_pixels)
+
+
+def _otsu_split(values: np.ndarray) -> float:
+    """Otsu's threshold computed exactly over a sample: the midpoint of the split with the largest
+    between-class variance. A histogram's version puts the threshold at the first bin of an empty
+    gap, on the edge of the lower class; the midpoint is in the gap's middle.
+
+    >>> _otsu_split(np.r_[np.full(50, 1.0), np.full(5, 9.0)])
+    5.0
+    """
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    n = x.size
+    k = np.arange(1, n)                                    # class 0 = x[:k]
+    c = np.cumsum(x)
+    m0, m1 = c[:-1] / k, (c[-1] - c[:-1]) / (n - k)
+    between = (k / n) * (1.0 - k / n) * (m0 - m1) ** 2
+    best = int(np.argmax(between))
+    return float(0.5 * (x[best] + x[best + 1]))
+
+
+#: Observable footprints a site needs for its own thresholds (:func:`population_thresholds`).
+POPULATION_MIN = 20
+
+
+def population_thresholds(scores, fstats, n_observations, n_channels: int, *, min_count: int = POPULATION_MIN):
+    """The site's own thresholds on the footprints' steps: (score, significance), or None with too few.
+
+    A building's step is measured in observation-noise sigmas, but what
+    separates a changed building from a standing one on real imagery is not
+    sensor noise: two sensors, view angles, seasons and roof glare move every
+    footprint of a site, unchanged or not. The footprints of the site are their
+    own reference: Otsu's threshold over their step sizes (a two-class split of
+    the population, as the per-footprint baseline of the field does, computed
+    exactly: :func:`_otsu_split`) is the score threshold. With three or more
+    dates a footprint's step also has an F statistic, the step against the
+    footprint's own scatter between dates; Otsu's threshold over its
+    significance (:func:`step_significance`, -log10 p, one scale whatever the
+    number of dates a footprint was seen on) is the second threshold (0 for
+    two dates, where F is not defined). ``min_count`` observable footprints
+    are needed; with fewer, None, and each footprint is judged on its own
+    (:func:`building_change` without ``min_score``).
+
+    >>> rng = np.random.default_rng(0)
+    >>> s = np.r_[rng.normal(2, 0.5, 90), rng.normal(12, 2, 10)]
+    >>> thr, sig = population_thresholds(s, np.full(100, np.inf), np.full(100, 2), 4)
+    >>> 4 < thr < 10, sig
+    (True, 0.0)
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n_obs = np.asarray(n_observations)
+    ok = np.isfinite(scores) & (n_obs >= 2)
+    if int(ok.sum()) < min_count:
+        return None
+    thr = _otsu_split(scores[ok])
+    series = ok & (n_obs >= 3)
+    sig = 0.0
+    if int(series.sum()) >= min_count:
+        sig = _otsu_split([step_significance(float(f), int(n), n_channels)
+                           for f, n in zip(np.asarray(fstats, dtype=np.float64)[series], n_obs[series])])
+    return float(thr), float(sig)
 
 
 def footprint_kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, tuple[float, float]]:
@@ -553,7 +682,7 @@ def footprint_windows(footprints, stack: Stack, margin: int):
 
 
 def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_path, *, min_magnitude: float,
-                    persistence: int, block: int, progress=None, halo: int = 128):
+                    persistence: int, block: int, progress=None, halo: int = 128, stats: dict | None = None):
     """Change statistics of every given footprint, read block by block.
 
     Footprints are grouped by the block of the grid holding their centre; each
@@ -561,6 +690,12 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
     is read on its own), so memory follows the block size, not the grid. The
     change masks come from the per-pixel stage's step raster (``first_path``),
     read with a ``halo`` for the hysteresis, not from a second step fit.
+
+    With :data:`POPULATION_MIN` or more observable footprints, the decision is
+    the site's own: every footprint is measured once, the thresholds come from
+    the whole population (:func:`population_thresholds`), and the footprints
+    they may decide otherwise are judged again with them (their windows are
+    read a second time). ``stats``, when given, receives the thresholds used.
     Returns the per-building records, the per-date rows and the change-mask polygons.
     """
     import rasterio
@@ -577,7 +712,6 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
     inside = (wins[:, 1] > 0) & (wins[:, 0] < h) & (wins[:, 3] > 0) & (wins[:, 2] < w)
     records: list = [None] * len(footprints)
     date_rows: list = [None] * len(footprints)
-    masks: list = []
     ids = footprints["building_id"].tolist()
     geoms = footprints.geometry.values
 
@@ -608,9 +742,11 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
             for i in members:
                 jobs.append(([i], (int(max(0, wins[i, 0])), int(min(h, wins[i, 1])),
                                    int(max(0, wins[i, 2])), int(min(w, wins[i, 3])))))
-    done = 0
     step_ds = rasterio.open(step_path)
-    for members, (r0, r1, c0, c1) in jobs:
+
+    def measure(members, bounds, min_score=None, min_significance=0.0):
+        """Read one group's window and judge each of ``members`` on it."""
+        r0, r1, c0, c1 = bounds
         window = Window(c0, r0, c1 - c0, r1 - r0)
         images, usable = read_series(stack, model, window)
         # the per-pixel change map, weak pixels kept where they join strong ones of the same
@@ -635,7 +771,8 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
                                  min_fstat=model.min_fstat, persistence=persistence,
                                  changed_pixels=changed_px[sl], footprint_pixels=int(full.sum()),
                                  registration_rmse_px=rmse, registration_flagged=unregistered,
-                                 n_spectral=stack.count)
+                                 n_spectral=stack.count, min_score=min_score,
+                                 min_significance=min_significance)
             px_area = area_m2(geoms[i], stack.crs) / max(int(full.sum()), 1)
             records[i] = {
                 "building_id": ids[i], "status": ch.status, "kind": ch.kind,
@@ -652,14 +789,40 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
                              "changed_fraction": round(float(ch.date_changed_fraction[t]), 4),
                              "valid_fraction": round(float(ch.valid_fraction[t]), 4)}
                             for t, d in enumerate(dates)]
+            mask_rows[i] = None
             if ch.change_mask.any():
                 geom = polygonize(ch.change_mask, stack.window_transform(Window(b0, a0, b1 - b0, a1 - a0)))
-                masks.append({"building_id": ids[i], "area_m2": round(area_m2(geom, stack.crs), 2),
-                              "geometry": geom})
+                mask_rows[i] = {"building_id": ids[i], "area_m2": round(area_m2(geom, stack.crs), 2),
+                                "geometry": geom}
+
+    mask_rows: list = [None] * len(footprints)
+    total = sum(len(m) for m, _ in jobs)
+    done = 0
+    for members, bounds in jobs:
+        measure(members, bounds)
         done += len(members)
         if progress is not None:
-            progress("buildings", done, int(inside.sum()))
+            progress("buildings", done, total)
+    # the site's own thresholds, from all its footprints; then the footprints they may change
+    # the decision of (past the threshold, or changed by the rules of one footprint) again
+    thresholds = population_thresholds([r["score"] for r in records], [r["fstat"] for r in records],
+                                       [r["n_observations"] for r in records], stack.count + 1)
+    if thresholds is not None:
+        score_thr, sig_thr = thresholds
+        again = {i for i, r in enumerate(records)
+                 if r["n_observations"] and (r["score"] >= score_thr or r["status"] in ("changed", "demolished"))}
+        for members, bounds in jobs:
+            todo = [i for i in members if i in again]
+            if todo:
+                measure(todo, bounds, min_score=score_thr, min_significance=sig_thr)
+    if stats is not None:
+        stats.update(rule="site thresholds" if thresholds is not None else "per footprint",
+                     observable=int(sum(1 for r in records if r["n_observations"] >= 2)),
+                     min_observable=POPULATION_MIN,
+                     score_threshold=None if thresholds is None else round(thresholds[0], 4),
+                     significance_threshold=None if thresholds is None else round(thresholds[1], 4))
     step_ds.close()
+    masks = [m for m in mask_rows if m is not None]
     return records, [r for rows in date_rows for r in rows], masks
 
 

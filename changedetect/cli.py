@@ -240,6 +240,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{len(result.buildings)} given footprints: "
                   + ", ".join(f"{int(counts.get(k, 0))} {k.replace('_', ' ')}"
                               for k in ("changed", "demolished", "unchanged", "not_observable")))
+            rule = result.run.get("footprint_decision") or {}
+            if rule.get("rule") == "site thresholds":
+                fthr = (f" and its own F test's p-value <= 10^-{rule['significance_threshold']:.1f}"
+                        if rule.get("significance_threshold") else "")
+                print(f"  judged against this site's {rule['observable']} observable footprints: a step of "
+                      f">= {rule['score_threshold']:.2f} noise sigmas{fthr} (Otsu's split of their steps); "
+                      f"rank them by 'score' to review the borderline ones")
+            elif rule:
+                print(f"  judged one by one: {rule.get('observable', 0)} observable footprints are too few for "
+                      f"this site's own thresholds (need {rule.get('min_observable')})")
             for _, row in result.buildings[result.buildings["status"].isin(("changed", "demolished"))].iterrows():
                 # a footprint too small for an interior has no kind (and may lack other fields)
                 print(f"  {row.building_id}  {_text(row.kind):<10} {_text(row.last_absent)} .. "

@@ -227,7 +227,8 @@ def detect_changes(images: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             if footprints is not None:
                 tables = footprint_table(stack, model, footprints, regs, step_path,
                                          min_magnitude=config.min_magnitude,
-                                         persistence=config.persistence, block=block, progress=progress)
+                                         persistence=config.persistence, block=block, progress=progress,
+                                         stats=stats.setdefault("footprint_decision", {}))
         changes = to_geodataframe(records, crs=stack.crs)
         buildings = building_dates = building_masks = None
         if footprints is not None:

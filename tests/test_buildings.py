@@ -13,7 +13,8 @@ import pytest
 from affine import Affine
 from shapely.geometry import Point, box
 
-from changedetect.buildings import building_change, footprint_mask, read_footprints
+from changedetect.buildings import (POPULATION_MIN, building_change, footprint_mask, noise_floor,
+                                    population_thresholds, read_footprints)
 from changedetect.masks import texture
 from changedetect.errors import CRSError, InputError, NoOverlapError, UnreadableFileError
 
@@ -196,6 +197,94 @@ def test_bad_shapes_raise():
 
 # --------------------------------------------------------------- reading footprints
 
+def _population(n, roofs, *, rng, dates=2, drift=0.0):
+    """``n`` 6 x 6 footprints on 12 x 12 windows, 3 bands of unit noise; ``roofs`` of them get a roof on
+    the last date. Every footprint's mean also moves by ``drift`` sigmas on the last date (another
+    sensor, a season: the whole site moves, changed or not)."""
+    cases = []
+    for i in range(n):
+        img = rng.normal(0.0, 1.0, (dates, 3, 12, 12))
+        img[-1] += drift * rng.normal(1.0, 0.1)
+        if i < roofs:
+            img[-1, :, 3:9, 3:9] += 40.0 * rng.uniform(0.8, 1.2)
+        fp = np.zeros((12, 12), bool)
+        fp[3:9, 3:9] = True
+        cases.append((img, np.ones((dates, 12, 12), bool), fp))
+    return cases
+
+
+def _judge(cases, min_score=None, persistence=1):
+    return [building_change(img, u, fp, scale=np.ones(3), persistence=persistence, min_score=min_score)
+            for img, u, fp in cases]
+
+
+def test_noise_floor_is_the_chi_square_quantile_of_the_mean_step():
+    """Pure noise: the floor is exceeded by about alpha of footprints' mean steps, no more."""
+    rng = np.random.default_rng(1)
+    # 36 px, one date each side, 3 bands: the step of the means is N(0, 2/36) per band
+    steps = np.linalg.norm(rng.normal(0.0, np.sqrt(2 / 36), (200_000, 3)), axis=1)
+    assert abs(np.mean(steps > noise_floor(1, 1, 36, 3, alpha=0.01)) - 0.01) < 0.001
+    assert noise_floor(4, 4, 36, 3) < noise_floor(1, 1, 36, 3)          # more dates, smaller floor
+    assert noise_floor(0, 3, 36, 3) == float("inf")
+
+
+def test_site_thresholds_split_the_population_not_the_noise():
+    """The site's own thresholds find exactly the roofs, even where the whole site drifted by far
+    more than noise; a site where nothing but noise differs gets no change at all."""
+    rng = np.random.default_rng(2)
+    for drift in (0.0, 3.0):
+        cases = _population(60, 6, rng=rng, drift=drift)
+        first = _judge(cases)
+        thr = population_thresholds([c.score for c in first], [c.fstat for c in first],
+                                    [c.n_observations for c in first], 3)
+        assert thr is not None and thr[1] == 0.0            # two dates: no F threshold
+        got = _judge(cases, min_score=thr[0])
+        changed = [i for i, c in enumerate(got) if c.status != "unchanged"]
+        assert changed == list(range(6)), (drift, thr, changed)
+        assert all(got[i].confidence > 0 for i in changed)
+        if drift:
+            # judged one by one, against sensor noise, every drifted footprint would be a change
+            assert sum(c.status != "unchanged" for c in _judge(cases, min_score=0.0)) == 60
+    quiet = _population(60, 0, rng=rng)
+    first = _judge(quiet)
+    thr = population_thresholds([c.score for c in first], [c.fstat for c in first],
+                                [c.n_observations for c in first], 3)
+    # Otsu splits any sample; the noise floor keeps the quiet site's upper half unchanged
+    assert np.mean([c.score > thr[0] for c in first]) > 0.05
+    assert all(c.status == "unchanged" for c in _judge(quiet, min_score=thr[0]))
+
+
+def test_site_thresholds_need_enough_footprints_and_use_f_on_series():
+    rng = np.random.default_rng(3)
+    few = _judge(_population(POPULATION_MIN - 1, 2, rng=rng))
+    assert population_thresholds([c.score for c in few], [c.fstat for c in few],
+                                 [c.n_observations for c in few], 3) is None
+    # six dates: a roof from date 4 on (a clean step), and footprints that flicker
+    cases = []
+    for i in range(40):
+        img = rng.normal(0.0, 1.0, (6, 3, 12, 12))
+        if i < 5:
+            img[4:, :, 3:9, 3:9] += 30.0
+        elif i < 15:
+            img[1::2, :, 3:9, 3:9] += 30.0                  # bright on every other date: glare, not a roof
+        fp = np.zeros((12, 12), bool)
+        fp[3:9, 3:9] = True
+        cases.append((img, np.ones((6, 12, 12), bool), fp))
+    first = _judge(cases, persistence=2)
+    thr, sig = population_thresholds([c.score for c in first], [c.fstat for c in first],
+                                     [c.n_observations for c in first], 3)
+    assert sig > 0
+    # by the step alone the bright dates pass too; their scatter is what tells them from roofs
+    assert all(c.score >= thr for c in first[:15])
+    from changedetect.series import f_threshold
+
+    # as in the pipeline: the model's F threshold for one footprint, the site's thresholds on top
+    got = [building_change(img, u, fp, scale=np.ones(3), persistence=2, min_fstat=f_threshold(0.01, 6, 3),
+                           min_score=thr, min_significance=sig) for img, u, fp in cases]
+    assert [i for i, c in enumerate(got) if c.status != "unchanged"] == list(range(5))
+    assert all(got[i].first_present == 4 and got[i].last_absent == 3 for i in range(5))
+
+
 def _write(gdf, path, **kw):
     gdf.to_file(path, engine="pyogrio", **kw)
     return path
@@ -322,6 +411,49 @@ def test_pipeline_status_of_every_known_building(site, footprints, fp_result):
             after = rows[rows["date"] >= b.loc[bid, "first_present"]]
             assert set(after["status"]) <= {st, "not_observable"}
     assert (bd[bd["building_id"] == "far-away"]["valid_fraction"] == 0).all()
+
+
+def test_pipeline_judges_a_large_set_of_footprints_against_the_site(site, footprints, tmp_path):
+    """With 20 or more footprints the site's own thresholds decide: the known buildings keep the
+    status their truth implies, bare plots drawn as footprints stay unchanged, and the rule and
+    its thresholds are in run.json and on the console."""
+    import geopandas as gpd
+    from rasterio.transform import array_bounds
+
+    _, truth = footprints
+    with rasterio_open(site.images[0]) as ds:
+        x0, y0, x1, y1 = array_bounds(ds.height, ds.width, ds.transform)
+    taken = truth.geometry.buffer(4.0).union_all()
+    plots = [box(x, y, x + 6, y + 6) for x in np.arange(x0 + 8, x1 - 14, 9.0)
+             for y in np.arange(y0 + 8, y1 - 14, 9.0) if not box(x, y, x + 6, y + 6).intersects(taken)]
+    assert len(plots) + len(truth) >= 60
+    fps = gpd.GeoDataFrame({"building_id": list(truth["building_id"]) + [f"plot-{i}" for i in range(len(plots))]},
+                           geometry=list(truth.geometry) + plots, crs=truth.crs)
+    path = tmp_path / "many.gpkg"
+    fps.to_file(path, driver="GPKG", engine="pyogrio")
+    exe = Path(sys.executable).parent / "detect-changes"
+    out = tmp_path / "out"
+    p = subprocess.run([str(exe), *map(str, site.images), "--buildings", str(path), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rule = json.loads((out / "run.json").read_text())["footprint_decision"]
+    assert rule["rule"] == "site thresholds" and rule["observable"] >= 60, rule
+    assert f"judged against this site's {rule['observable']} observable footprints" in p.stdout
+    b = gpd.read_file(out / "buildings.geojson").set_index("building_id")
+    for _, t in truth.iterrows():
+        assert b.loc[t.building_id, "status"] == EXPECTED[t.kind], (t.building_id, t.kind, b.loc[t.building_id])
+    # bare plots: the site's rule adds none (a few partly hidden plots, seen on 3-4 dates, pass the
+    # rules of one footprint, as they did before the site's thresholds)
+    plot = b.loc[[f"plot-{i}" for i in range(len(plots))]]
+    flagged = plot[plot["status"] != "unchanged"]
+    assert (flagged["score"] < rule["score_threshold"]).all(), flagged
+    assert len(flagged[flagged["status"] != "not_observable"]) <= 0.05 * len(plot), flagged
+
+
+def rasterio_open(path):
+    import rasterio
+
+    return rasterio.open(path)
 
 
 def test_footprints_do_not_change_detection(site_result, fp_result):
