@@ -30,7 +30,9 @@ SpaceNet 7     new buildings (first labelled after    per-footprint mean |z-diff
 Also printed: the confidence reliability table of our polygons pooled over the
 sets (a polygon is real when at least half of its area lies on labelled
 change: changed pixels, a damaged or destroyed xBD footprint, a new SpaceNet 7
-building), and per set the wall time and peak memory of the commands.
+building), the same for the footprints our footprint mode flags (real: a
+damaged or destroyed xBD building, a new SpaceNet 7 building), and per set the
+wall time and peak memory of the commands.
 
 Usage::
 
@@ -255,7 +257,7 @@ def xbd(work: Path) -> dict:
     timer = Timer()
     covered = labelled = n_destroyed = 0
     fp = {"ours": [0, 0, 0], "per-footprint |z-diff| + Otsu": [0, 0, 0]}    # tp, n_pred, n_truth
-    reliability = []
+    reliability, fp_reliability = [], []
     tiles = sorted({p.name.split("_")[1] for p in (DATA / "xbd_joplin").glob("joplin-tornado_*_truth.geojson")})
     for tile in tiles:
         imgs = sorted((DATA / "xbd_joplin").glob(f"joplin-tornado_{tile}_20*.tif"))
@@ -285,6 +287,8 @@ def xbd(work: Path) -> dict:
             b = gpd.read_file(out_b / "buildings.geojson")
             pred = (b["status"] == "demolished").to_numpy()
             assert len(b) == len(truth)
+            flagged = b["status"].isin(["changed", "demolished"]).to_numpy()
+            fp_reliability += [(float(c), bool(d)) for c, d in zip(b["confidence"][flagged], damaged[flagged])]
             fp["ours"][0] += int((pred & destroyed).sum())
             fp["ours"][1] += int(pred.sum())
         fp["ours"][2] += int(destroyed.sum())
@@ -295,7 +299,8 @@ def xbd(work: Path) -> dict:
         fp[name][2] += int(destroyed.sum())
     return {"metric": "destroyed-building F1 with footprints; destroyed houses covered without", "tiles": len(tiles),
             "destroyed": n_destroyed, "covered": covered, "covered_demolished": labelled,
-            "scores": {k: _prf(*v) for k, v in fp.items()}, "reliability": reliability, **timer.as_dict()}
+            "scores": {k: _prf(*v) for k, v in fp.items()}, "reliability": reliability,
+            "footprint_reliability": fp_reliability, **timer.as_dict()}
 
 
 # --------------------------------------------------------------------------- SpaceNet 7
@@ -353,8 +358,10 @@ def spacenet7(work: Path) -> dict:
     out_b = work / "out" / "spacenet7-buildings"
     if timer.run("25 months --buildings", [*map(str, images), "--buildings", str(fp_path)], out_b):
         b = gpd.read_file(out_b / "buildings.geojson")
-        pred = b.set_index("building_id").loc[last["Id"].astype(str)]["status"].isin(["changed"]).to_numpy()
+        b = b.set_index("building_id").loc[last["Id"].astype(str)]
+        pred = b["status"].isin(["changed"]).to_numpy()
         scores["ours, footprints"] = _prf(int((pred & is_new).sum()), int(pred.sum()), int(is_new.sum()))
+        res["footprint_reliability"] = [(float(c), bool(n)) for c, n in zip(b["confidence"][pred], is_new[pred])]
     with rasterio.open(images[0]) as ds:
         x, transform, crs = ds.read([1, 2, 3]).astype(np.float32), ds.transform, ds.crs
     y = _read(images[-1])[:3]
@@ -411,9 +418,16 @@ def main(argv=None) -> int:
     print(f"  {'confidence':>10s} {'polygons':>8s} {'real':>6s}")
     for row in reliability_table(pooled):
         print(f"  {row['confidence']:>10s} {row['n']:8d} {'-' if row['real'] is None else format(row['real'], '.3f'):>6s}")
+    pooled = [p for r in results.values() for p in r.get("footprint_reliability", [])]
+    print("\nConfidence reliability of our footprint decisions (--buildings), pooled over xBD and SpaceNet 7 "
+          "(real: a damaged or destroyed xBD building, a new SpaceNet 7 building)")
+    print(f"  {'confidence':>10s} {'buildings':>9s} {'real':>6s}")
+    for row in reliability_table(pooled):
+        print(f"  {row['confidence']:>10s} {row['n']:9d} {'-' if row['real'] is None else format(row['real'], '.3f'):>6s}")
     if args.json:
         for r in results.values():
             r["reliability"] = reliability_table(r.get("reliability", []))
+            r["footprint_reliability"] = reliability_table(r.get("footprint_reliability", []))
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
     return 0
 
