@@ -244,9 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if rule.get("rule") == "site thresholds":
                 fthr = (f" and its own F test's p-value <= 10^-{rule['significance_threshold']:.1f}"
                         if rule.get("significance_threshold") else "")
-                print(f"  judged against this site's {rule['observable']} observable footprints: a step of "
-                      f">= {rule['score_threshold']:.2f} noise sigmas{fthr} (Otsu's split of their steps); "
-                      f"rank them by 'score' to review the borderline ones")
+                print(f"  judged against this site's {rule['observable']} observable footprints: changed where "
+                      f"the step is >= {rule['score_threshold']:.2f} noise sigmas{fthr} (Otsu's split of the "
+                      f"site's footprints), or by the rules of one footprint; a split always finds the site's "
+                      f"most-changed footprints, so rank by 'score' and check the borderline ones")
             elif rule:
                 print(f"  judged one by one: {rule.get('observable', 0)} observable footprints are too few for "
                       f"this site's own thresholds (need {rule.get('min_observable')})")
