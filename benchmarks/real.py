@@ -412,24 +412,25 @@ def main(argv=None) -> int:
             results[s]["benchmark_seconds"] = round(time.perf_counter() - t, 1)
             print_set(s, results[s], flush=True)
     print_summary(results)
-    pooled = [p for r in results.values() for p in r.get("reliability", [])]
-    print("\nConfidence reliability of our polygons, pooled over the sets "
-          "(real: at least half of the polygon on labelled change)")
-    print(f"  {'confidence':>10s} {'polygons':>8s} {'real':>6s}")
-    for row in reliability_table(pooled):
-        print(f"  {row['confidence']:>10s} {row['n']:8d} {'-' if row['real'] is None else format(row['real'], '.3f'):>6s}")
-    pooled = [p for r in results.values() for p in r.get("footprint_reliability", [])]
-    print("\nConfidence reliability of our footprint decisions (--buildings), pooled over xBD and SpaceNet 7 "
-          "(real: a damaged or destroyed xBD building, a new SpaceNet 7 building)")
-    print(f"  {'confidence':>10s} {'buildings':>9s} {'real':>6s}")
-    for row in reliability_table(pooled):
-        print(f"  {row['confidence']:>10s} {row['n']:9d} {'-' if row['real'] is None else format(row['real'], '.3f'):>6s}")
+    print_reliability("our polygons, pooled over the sets (real: at least half of the polygon on labelled change)",
+                      "polygons", [p for r in results.values() for p in r.get("reliability", [])])
+    print_reliability("our footprint decisions (--buildings), pooled over xBD and SpaceNet 7 (real: a damaged or "
+                      "destroyed xBD building, a new SpaceNet 7 building)", "buildings",
+                      [p for r in results.values() for p in r.get("footprint_reliability", [])])
     if args.json:
         for r in results.values():
             r["reliability"] = reliability_table(r.get("reliability", []))
             r["footprint_reliability"] = reliability_table(r.get("footprint_reliability", []))
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
     return 0
+
+
+def print_reliability(what: str, unit: str, pairs) -> None:
+    """The reliability table of (confidence, real) pairs: per confidence bin, how many and the share real."""
+    print(f"\nConfidence reliability of {what}")
+    print(f"  {'confidence':>10s} {unit:>9s} {'real':>6s}")
+    for row in reliability_table(pairs):
+        print(f"  {row['confidence']:>10s} {row['n']:9d} {'-' if row['real'] is None else format(row['real'], '.3f'):>6s}")
 
 
 #: Issue 16's targets: set -> (our figure, its target).

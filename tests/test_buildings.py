@@ -418,10 +418,11 @@ def test_pipeline_judges_a_large_set_of_footprints_against_the_site(site, footpr
     status their truth implies, bare plots drawn as footprints stay unchanged, and the rule and
     its thresholds are in run.json and on the console."""
     import geopandas as gpd
+    import rasterio
     from rasterio.transform import array_bounds
 
     _, truth = footprints
-    with rasterio_open(site.images[0]) as ds:
+    with rasterio.open(site.images[0]) as ds:
         x0, y0, x1, y1 = array_bounds(ds.height, ds.width, ds.transform)
     taken = truth.geometry.buffer(4.0).union_all()
     plots = [box(x, y, x + 6, y + 6) for x in np.arange(x0 + 8, x1 - 14, 9.0)
@@ -431,11 +432,8 @@ def test_pipeline_judges_a_large_set_of_footprints_against_the_site(site, footpr
                            geometry=list(truth.geometry) + plots, crs=truth.crs)
     path = tmp_path / "many.gpkg"
     fps.to_file(path, driver="GPKG", engine="pyogrio")
-    exe = Path(sys.executable).parent / "detect-changes"
     out = tmp_path / "out"
-    p = subprocess.run([str(exe), *map(str, site.images), "--buildings", str(path), "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr
+    p = _detect_with_footprints(site, path, out)
     rule = json.loads((out / "run.json").read_text())["footprint_decision"]
     assert rule["rule"] == "site thresholds" and rule["observable"] >= 60, rule
     assert f"judged against this site's {rule['observable']} observable footprints" in p.stdout
@@ -450,10 +448,13 @@ def test_pipeline_judges_a_large_set_of_footprints_against_the_site(site, footpr
     assert len(flagged[flagged["status"] != "not_observable"]) <= 0.05 * len(plot), flagged
 
 
-def rasterio_open(path):
-    import rasterio
-
-    return rasterio.open(path)
+def _detect_with_footprints(site, footprints, out):
+    """``detect-changes <site> --buildings footprints --out out``, as a user runs it; it must succeed."""
+    exe = Path(sys.executable).parent / "detect-changes"
+    p = subprocess.run([str(exe), *map(str, site.images), "--buildings", str(footprints), "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return p
 
 
 def test_footprints_do_not_change_detection(site_result, fp_result):
@@ -534,11 +535,8 @@ def test_cli_lists_changed_footprints_without_a_kind(site, tmp_path):
                             crs=truth.crs)
     path = tmp_path / "tiny.geojson"
     tiny.to_file(path, driver="GeoJSON", engine="pyogrio")
-    exe = Path(sys.executable).parent / "detect-changes"
     out = tmp_path / "out"
-    p = subprocess.run([str(exe), *map(str, site.images), "--buildings", str(path), "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr
+    p = _detect_with_footprints(site, path, out)
     assert "Traceback" not in p.stderr
     listed = gpd.read_file(out / "buildings.geojson")
     changed = listed[listed["status"].isin(("changed", "demolished"))]
