@@ -56,7 +56,8 @@ from .stack import Stack, area_m2
 from .timeline import masked_mean, series_change
 
 __all__ = ["ID_COLUMNS", "STATUSES", "read_footprints", "open_footprints", "footprint_mask", "BuildingChange",
-           "building_change", "step_significance", "noise_floor", "population_thresholds", "footprint_kind", "footprint_windows",
+           "building_change", "step_significance", "noise_floor", "population_thresholds", "describe_decision",
+           "footprint_kind", "footprint_windows",
            "footprint_table", "attach_building_ids"]
 
 #: Columns tried, in order, for the building id when none is named.
@@ -605,6 +606,25 @@ def population_thresholds(scores, fstats, n_observations, n_channels: int, *, mi
         sig = _otsu_split([step_significance(float(f), int(n), n_channels)
                            for f, n in zip(np.asarray(fstats, dtype=np.float64)[series], n_obs[series])])
     return float(thr), float(sig)
+
+
+def describe_decision(rule: dict) -> str:
+    """One sentence, for the console and the report, on how a run's footprints were judged.
+
+    ``rule`` is the run record's ``footprint_decision``.
+
+    >>> describe_decision({"rule": "per footprint", "observable": 7, "min_observable": 20})
+    'Judged one by one: 7 observable footprints are too few for thresholds of their own site (it takes 20).'
+    """
+    if rule.get("rule") == "site thresholds":
+        sig = rule.get("significance_threshold")
+        also = f" and its own F test's p-value is at most 10^-{sig:.1f}" if sig else ""
+        return (f"Judged against this site's {rule.get('observable')} observable footprints: changed where the "
+                f"step is at least {rule.get('score_threshold', 0):.2f} noise sigmas{also} (Otsu's split of the "
+                f"site's footprints), or by the rules of one footprint. A split always finds a site's most-changed "
+                f"footprints: rank them by score and check the borderline ones.")
+    return (f"Judged one by one: {rule.get('observable', 0)} observable footprints are too few for thresholds "
+            f"of their own site (it takes {rule.get('min_observable', POPULATION_MIN)}).")
 
 
 def footprint_kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, tuple[float, float]]:

@@ -240,17 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{len(result.buildings)} given footprints: "
                   + ", ".join(f"{int(counts.get(k, 0))} {k.replace('_', ' ')}"
                               for k in ("changed", "demolished", "unchanged", "not_observable")))
-            rule = result.run.get("footprint_decision") or {}
-            if rule.get("rule") == "site thresholds":
-                fthr = (f" and its own F test's p-value <= 10^-{rule['significance_threshold']:.1f}"
-                        if rule.get("significance_threshold") else "")
-                print(f"  judged against this site's {rule['observable']} observable footprints: changed where "
-                      f"the step is >= {rule['score_threshold']:.2f} noise sigmas{fthr} (Otsu's split of the "
-                      f"site's footprints), or by the rules of one footprint; a split always finds the site's "
-                      f"most-changed footprints, so rank by 'score' and check the borderline ones")
-            elif rule:
-                print(f"  judged one by one: {rule.get('observable', 0)} observable footprints are too few for "
-                      f"this site's own thresholds (need {rule.get('min_observable')})")
+            if result.run.get("footprint_decision"):
+                from .buildings import describe_decision
+
+                print(f"  {describe_decision(result.run['footprint_decision'])}")
             for _, row in result.buildings[result.buildings["status"].isin(("changed", "demolished"))].iterrows():
                 # a footprint too small for an interior has no kind (and may lack other fields)
                 print(f"  {row.building_id}  {_text(row.kind):<10} {_text(row.last_absent)} .. "

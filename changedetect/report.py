@@ -715,6 +715,10 @@ def render_report(results_dir: str | os.PathLike) -> str:
                            for k, n in b.get("by_status", {}).items())
         parts.append(f"<p>{_e(b.get('n'))} given footprints ({status}); {_e(b.get('changes_on_footprints'))} "
                      "of the changes lie on one (their footprint id is in their section).</p>")
+        if run.get("footprint_decision"):
+            from .buildings import describe_decision      # only for runs with footprints: it imports SciPy
+
+            parts.append(f"<p>{_e(describe_decision(run['footprint_decision']))}</p>")
     for w in run.get("warnings", []):
         parts.append(f'<div class="warn">{_e(w)}</div>')
     for note in figs.get("notes", []):

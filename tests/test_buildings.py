@@ -436,7 +436,7 @@ def test_pipeline_judges_a_large_set_of_footprints_against_the_site(site, footpr
     p = _detect_with_footprints(site, path, out)
     rule = json.loads((out / "run.json").read_text())["footprint_decision"]
     assert rule["rule"] == "site thresholds" and rule["observable"] >= 60, rule
-    assert f"judged against this site's {rule['observable']} observable footprints" in p.stdout
+    assert f"Judged against this site's {rule['observable']} observable footprints" in p.stdout
     b = gpd.read_file(out / "buildings.geojson").set_index("building_id")
     for _, t in truth.iterrows():
         assert b.loc[t.building_id, "status"] == EXPECTED[t.kind], (t.building_id, t.kind, b.loc[t.building_id])

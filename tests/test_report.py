@@ -214,6 +214,10 @@ def test_hostile_metadata_is_text_not_markup(hostile_run):
     assert ids and all(i.startswith(HOSTILE_ID) for i in ids)
     assert all(i in shown for i in ids)
     assert "&lt;script&gt;alert('tag')&lt;/script&gt;" in dom.stdout
+    # how the footprints were judged is stated, as the console says it
+    from changedetect.buildings import describe_decision
+
+    assert describe_decision(run["footprint_decision"]) in shown
     # written again from the results folder alone (as after a review), it is the same page
     again = write_report(out, out.parent / "again.html")
     assert again.read_bytes() == report.read_bytes()
