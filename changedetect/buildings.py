@@ -555,9 +555,13 @@ def _otsu_split(values: np.ndarray) -> float:
 
     >>> _otsu_split(np.r_[np.full(50, 1.0), np.full(5, 9.0)])
     5.0
+    >>> _otsu_split(np.full(30, 2.0))            # nothing to split: no value passes
+    inf
     """
     x = np.sort(np.asarray(values, dtype=np.float64))
     n = x.size
+    if n < 2 or x[0] == x[-1]:
+        return math.inf
     k = np.arange(1, n)                                    # class 0 = x[:k]
     c = np.cumsum(x)
     m0, m1 = c[:-1] / k, (c[-1] - c[:-1]) / (n - k)
@@ -825,7 +829,10 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
             progress("buildings", done, total)
     # the site's own thresholds, from all its footprints; then the footprints they may change
     # the decision of (past the threshold, or changed by the rules of one footprint) again
-    thresholds = population_thresholds([r["score"] for r in records], [r["fstat"] for r in records],
+    # footprints without a fitted series (too few usable dates) are not part of the population
+    measured = [r["status"] != "not_observable" for r in records]
+    thresholds = population_thresholds([r["score"] if m else math.nan for r, m in zip(records, measured)],
+                                       [r["fstat"] for r in records],
                                        [r["n_observations"] for r in records], stack.count + 1)
     if thresholds is not None:
         score_thr, sig_thr = thresholds
@@ -837,7 +844,7 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
                 measure(todo, bounds, min_score=score_thr, min_significance=sig_thr)
     if stats is not None:
         stats.update(rule="site thresholds" if thresholds is not None else "per footprint",
-                     observable=int(sum(1 for r in records if r["n_observations"] >= 2)),
+                     observable=int(sum(measured)),
                      min_observable=POPULATION_MIN,
                      score_threshold=None if thresholds is None else round(thresholds[0], 4),
                      significance_threshold=None if thresholds is None else round(thresholds[1], 4))
