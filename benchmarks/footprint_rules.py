@@ -101,7 +101,8 @@ def main() -> int:
         truth = gpd.read_file(DATA / "xbd_joplin" / f"joplin-tornado_{tile}_truth.geojson").to_crs(crs)
         s, null = scores(x, y, truth, tr)
         destroyed = (truth["subtype"] == "destroyed").to_numpy()
-        rows.append((f"xBD {tile}, 2009 -> 2011", len(truth), int(destroyed.sum()), rules(s, destroyed, null)))
+        rows.append((f"xBD {tile}, 2009 -> 2011", len(truth), int(destroyed.sum()),
+                     rules(s, destroyed, null)))
     tile = next((DATA / "spacenet7").glob("L15-*"), None)
     if tile is not None:
         imgs = sorted((tile / "images").glob("*.tif"))

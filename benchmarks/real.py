@@ -288,7 +288,8 @@ def xbd(work: Path) -> dict:
             pred = (b["status"] == "demolished").to_numpy()
             assert len(b) == len(truth)
             flagged = b["status"].isin(["changed", "demolished"]).to_numpy()
-            fp_reliability += [(float(c), bool(d)) for c, d in zip(b["confidence"][flagged], damaged[flagged])]
+            fp_reliability += [(float(c), bool(d))
+                               for c, d in zip(b["confidence"][flagged], damaged[flagged])]
             fp["ours"][0] += int((pred & destroyed).sum())
             fp["ours"][1] += int(pred.sum())
         fp["ours"][2] += int(destroyed.sum())
@@ -361,7 +362,8 @@ def spacenet7(work: Path) -> dict:
         b = b.set_index("building_id").loc[last["Id"].astype(str)]
         pred = b["status"].isin(["changed"]).to_numpy()
         scores["ours, footprints"] = _prf(int((pred & is_new).sum()), int(pred.sum()), int(is_new.sum()))
-        res["footprint_reliability"] = [(float(c), bool(n)) for c, n in zip(b["confidence"][pred], is_new[pred])]
+        res["footprint_reliability"] = [(float(c), bool(n))
+                                        for c, n in zip(b["confidence"][pred], is_new[pred])]
     with rasterio.open(images[0]) as ds:
         x, transform, crs = ds.read([1, 2, 3]).astype(np.float32), ds.transform, ds.crs
     y = _read(images[-1])[:3]

@@ -48,6 +48,7 @@ from scipy import ndimage as ndi
 
 from .confidence import confidence as change_confidence, extent_form
 from .coregister import registration_errors, registration_term
+from .detect import threshold_otsu_exact
 from .detector import hysteresis
 from .errors import CRSError, InputError, NoOverlapError, UnreadableFileError
 from .objects import outline_edges, polygonize
@@ -56,9 +57,8 @@ from .stack import Stack, area_m2
 from .timeline import masked_mean, series_change
 
 __all__ = ["ID_COLUMNS", "STATUSES", "read_footprints", "open_footprints", "footprint_mask", "BuildingChange",
-           "building_change", "step_significance", "noise_floor", "population_thresholds", "describe_decision",
-           "footprint_kind", "footprint_windows",
-           "footprint_table", "attach_building_ids"]
+           "building_change", "step_significance", "noise_floor", "population_thresholds",
+           "describe_decision", "footprint_kind", "footprint_windows", "footprint_table", "attach_building_ids"]
 
 #: Columns tried, in order, for the building id when none is named.
 ID_COLUMNS = ("building_id", "id", "Id", "ID", "osm_id", "osm_way_id", "fid")
@@ -439,7 +439,8 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
     # a step counts when it is large, or covers a good part of the footprint, or when a
     # building appears or disappears (its outline comes or goes: rubble can look like a roof)
     appears = kind in ("new", "demolished") and max(built) >= 2.0 and max(built) >= 2.0 * min(built)
-    changed = stepped and (site_says(ch) or ch.magnitude >= min_magnitude
+    site = stepped and site_says(ch)
+    changed = stepped and (site or ch.magnitude >= min_magnitude
                            or (outlined and (appears or mask.sum() >= min_changed_share * max(total, 1))))
     if changed and kind == "modified":
         # a standing building whose roof only got brighter or darker in every band alike, by
@@ -490,7 +491,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
         reg = registration_term([float(v) for v in rm[ends]], [bool(v) for v in fl[ends]])
         # with the site's threshold, significance is measured from it as from min_magnitude / 2
         reference = (2.0 * max(min_score, noise_floor(ch.n_before, ch.n_after, n_px, series.shape[1]))
-                     if site_says(ch) else min_magnitude)
+                     if site else min_magnitude)
         confidence = change_confidence(ch.magnitude, ch.fstat, ch.n_after, min_magnitude=reference,
                                        min_fstat=min_fstat, persistence=persistence, registration=reg,
                                        form=extent_form(changed_fraction))
@@ -528,7 +529,7 @@ def step_significance(fstat: float, n_observations: int, n_channels: int) -> flo
 
 
 def noise_floor(n_before: int, n_after: int, n_pixels: float, n_bands: int, *, alpha: float = 1e-3) -> float:
-    """Smallest step of a footprint's mean series that observation noise alone reaches with probability ``alpha``.
+    """Smallest step of a footprint's mean series that noise alone reaches with probability ``alpha``.
 
     With white noise of one sigma per band and pixel, the mean of ``n_pixels``
     pixels over ``n_before`` and ``n_after`` dates differs between the two
@@ -548,33 +549,12 @@ def noise_floor(n_before: int, n_after: int, n_pixels: float, n_bands: int, *, a
     return math.sqrt(float(chi2.isf(alpha, n_bands)) * (1.0 / n_before + 1.0 / n_after) / n_pixels)
 
 
-def _otsu_split(values: np.ndarray) -> float:
-    """Otsu's threshold computed exactly over a sample: the midpoint of the split with the largest
-    between-class variance. A histogram's version puts the threshold at the first bin of an empty
-    gap, on the edge of the lower class; the midpoint is in the gap's middle.
-
-    >>> _otsu_split(np.r_[np.full(50, 1.0), np.full(5, 9.0)])
-    5.0
-    >>> _otsu_split(np.full(30, 2.0))            # nothing to split: no value passes
-    inf
-    """
-    x = np.sort(np.asarray(values, dtype=np.float64))
-    n = x.size
-    if n < 2 or x[0] == x[-1]:
-        return math.inf
-    k = np.arange(1, n)                                    # class 0 = x[:k]
-    c = np.cumsum(x)
-    m0, m1 = c[:-1] / k, (c[-1] - c[:-1]) / (n - k)
-    between = (k / n) * (1.0 - k / n) * (m0 - m1) ** 2
-    best = int(np.argmax(between))
-    return float(0.5 * (x[best] + x[best + 1]))
-
-
 #: Observable footprints a site needs for its own thresholds (:func:`population_thresholds`).
 POPULATION_MIN = 20
 
 
-def population_thresholds(scores, fstats, n_observations, n_channels: int, *, min_count: int = POPULATION_MIN):
+def population_thresholds(scores, fstats, n_observations, n_channels: int, *,
+                          min_count: int = POPULATION_MIN):
     """The site's own thresholds on the footprints' steps: (score, significance), or None with too few.
 
     A building's step is measured in observation-noise sigmas, but what
@@ -583,8 +563,8 @@ def population_thresholds(scores, fstats, n_observations, n_channels: int, *, mi
     footprint of a site, unchanged or not. The footprints of the site are their
     own reference: Otsu's threshold over their step sizes (a two-class split of
     the population, as the per-footprint baseline of the field does, computed
-    exactly: :func:`_otsu_split`) is the score threshold. With three or more
-    dates a footprint's step also has an F statistic, the step against the
+    exactly: :func:`changedetect.detect.threshold_otsu_exact`) is the score threshold. With
+    three or more dates a footprint's step also has an F statistic, the step against the
     footprint's own scatter between dates; Otsu's threshold over its
     significance (:func:`step_significance`, -log10 p, one scale whatever the
     number of dates a footprint was seen on) is the second threshold (0 for
@@ -603,11 +583,11 @@ def population_thresholds(scores, fstats, n_observations, n_channels: int, *, mi
     ok = np.isfinite(scores) & (n_obs >= 2)
     if int(ok.sum()) < min_count:
         return None
-    thr = _otsu_split(scores[ok])
+    thr = threshold_otsu_exact(scores[ok])
     series = ok & (n_obs >= 3)
     sig = 0.0
     if int(series.sum()) >= min_count:
-        sig = _otsu_split([step_significance(float(f), int(n), n_channels)
+        sig = threshold_otsu_exact([step_significance(float(f), int(n), n_channels)
                            for f, n in zip(np.asarray(fstats, dtype=np.float64)[series], n_obs[series])])
     return float(thr), float(sig)
 
@@ -623,12 +603,12 @@ def describe_decision(rule: dict) -> str:
     if rule.get("rule") == "site thresholds":
         sig = rule.get("significance_threshold")
         also = f" and its own F test's p-value is at most 10^-{sig:.1f}" if sig else ""
-        return (f"Judged against this site's {rule.get('observable')} observable footprints: changed where the "
-                f"step is at least {rule.get('score_threshold', 0):.2f} noise sigmas{also} (Otsu's split of the "
-                f"site's footprints), or by the rules of one footprint. A split always finds a site's most-changed "
-                f"footprints: rank them by score and check the borderline ones.")
-    return (f"Judged one by one: {rule.get('observable', 0)} observable footprints are too few for thresholds "
-            f"of their own site (it takes {rule.get('min_observable', POPULATION_MIN)}).")
+        return (f"Judged against this site's {rule.get('observable')} observable footprints: changed "
+                f"where the step is at least {rule.get('score_threshold', 0):.2f} noise sigmas{also} "
+                f"(Otsu's split of the site's footprints), or by the rules of one footprint. A split always "
+                f"finds a site's most-changed footprints: rank them by score and check the borderline ones.")
+    return (f"Judged one by one: {rule.get('observable', 0)} observable footprints are too few for "
+            f"thresholds of their own site (it takes {rule.get('min_observable', POPULATION_MIN)}).")
 
 
 def footprint_kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, tuple[float, float]]:
@@ -715,11 +695,12 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
     change masks come from the per-pixel stage's step raster (``first_path``),
     read with a ``halo`` for the hysteresis, not from a second step fit.
 
-    With :data:`POPULATION_MIN` or more observable footprints, the decision is
-    the site's own: every footprint is measured once, the thresholds come from
-    the whole population (:func:`population_thresholds`), and the footprints
-    they may decide otherwise are judged again with them (their windows are
-    read a second time). ``stats``, when given, receives the thresholds used.
+    With :data:`POPULATION_MIN` or more observable footprints, the site also
+    decides: every footprint is measured once, the thresholds come from the
+    whole population (:func:`population_thresholds`), and the footprints whose
+    step reaches the score threshold are judged again with them (their windows
+    are read a second time; below it the site's rule cannot apply). ``stats``,
+    when given, receives the thresholds used.
     Returns the per-building records, the per-date rows and the change-mask polygons.
     """
     import rasterio
@@ -798,6 +779,7 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
                                  n_spectral=stack.count, min_score=min_score,
                                  min_significance=min_significance)
             px_area = area_m2(geoms[i], stack.crs) / max(int(full.sum()), 1)
+            scores[i] = ch.score if ch.status != "not_observable" else math.nan
             records[i] = {
                 "building_id": ids[i], "status": ch.status, "kind": ch.kind,
                 "last_absent": None if ch.last_absent is None else dates[ch.last_absent].isoformat(),
@@ -820,6 +802,9 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
                                 "geometry": geom}
 
     mask_rows: list = [None] * len(footprints)
+    # each footprint's step, unrounded; NaN without a fitted series (too few usable dates): such a
+    # footprint is not part of the site's population
+    scores = np.full(len(footprints), np.nan)
     total = sum(len(m) for m, _ in jobs)
     done = 0
     for members, bounds in jobs:
@@ -827,24 +812,19 @@ def footprint_table(stack: Stack, model: SeriesModel, footprints, regs, step_pat
         done += len(members)
         if progress is not None:
             progress("buildings", done, total)
-    # the site's own thresholds, from all its footprints; then the footprints they may change
-    # the decision of (past the threshold, or changed by the rules of one footprint) again
-    # footprints without a fitted series (too few usable dates) are not part of the population
-    measured = [r["status"] != "not_observable" for r in records]
-    thresholds = population_thresholds([r["score"] if m else math.nan for r, m in zip(records, measured)],
-                                       [r["fstat"] for r in records],
+    # the site's own thresholds, from all its footprints; then the footprints past them are judged
+    # again (below them the site's rule cannot apply, so their answer stays as it is)
+    thresholds = population_thresholds(scores, [r["fstat"] for r in records],
                                        [r["n_observations"] for r in records], stack.count + 1)
     if thresholds is not None:
         score_thr, sig_thr = thresholds
-        again = {i for i, r in enumerate(records)
-                 if r["n_observations"] and (r["score"] >= score_thr or r["status"] in ("changed", "demolished"))}
         for members, bounds in jobs:
-            todo = [i for i in members if i in again]
+            todo = [i for i in members if scores[i] >= score_thr]
             if todo:
                 measure(todo, bounds, min_score=score_thr, min_significance=sig_thr)
     if stats is not None:
         stats.update(rule="site thresholds" if thresholds is not None else "per footprint",
-                     observable=int(sum(measured)),
+                     observable=int(np.isfinite(scores).sum()),
                      min_observable=POPULATION_MIN,
                      score_threshold=None if thresholds is None else round(thresholds[0], 4),
                      significance_threshold=None if thresholds is None else round(thresholds[1], 4))
