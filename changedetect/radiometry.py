@@ -42,19 +42,38 @@ class Normalization:
         Pseudo-invariant pixels used in the final fit.
     rmse : ndarray, shape (bands,)
         Orthogonal residual on those pixels, in reference units.
+    method : str
+        ``irmad``: the lines fitted on the pseudo-invariant pixels.
+        ``moments``: those lines were implausible (a gain of the wrong sign,
+        or a target stretched or squeezed more than :data:`MAX_RANGE_RATIO`
+        times against the reference's range), so each band's median and
+        2-98 % range were matched instead (:func:`fit_normalization`).
     """
 
     gain: np.ndarray
     offset: np.ndarray
     n_invariant: int
     rmse: np.ndarray
+    method: str = "irmad"
 
     def to_dict(self) -> dict:
         """JSON-ready record."""
         return {"gain": [round(float(g), 6) for g in self.gain],
                 "offset": [round(float(o), 4) for o in self.offset],
                 "n_invariant": int(self.n_invariant),
-                "rmse": [round(float(r), 4) for r in self.rmse]}
+                "rmse": [round(float(r), 4) for r in self.rmse],
+                "method": self.method}
+
+
+#: An IR-MAD fit that makes the target span more than this factor more, or less, of the
+#: reference's 2-98 % range than the reference itself is taken as failed (:func:`fit_normalization`).
+MAX_RANGE_RATIO = 4.0
+
+
+def _robust_range(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the median and the 2-98 % quantile range (float64)."""
+    q02, med, q98 = np.percentile(a, [2, 50, 98], axis=1)
+    return med, np.maximum(q98 - q02, 1e-9)
 
 
 def orthogonal_regression(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -109,6 +128,20 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
     max_pixels : int
         Fit on at most this many valid pixels, taken at a regular stride
         (deterministic); more adds time, not accuracy.
+
+    Notes
+    -----
+    When most of the scene changed (a 256 px crop of a new estate, a scene
+    half built over), the pixels IR-MAD calls invariant can be a few of one
+    kind (a road, a shadow) and the lines through them absurd: gains of 16
+    and of 0.08 on LEVIR-CD crops of 8-bit Google Earth images, whose
+    brightness differs by a few tens of percent. A gain of the wrong sign, or
+    one that makes a band of the target span more than :data:`MAX_RANGE_RATIO`
+    times more, or less, of its 2-98 % range than the reference spans, is
+    such a failure (a cloud over a third of a scene moves that range by less
+    than a factor of 3 on generated sites); every band is then mapped by
+    matching its median and 2-98 % range instead (``method="moments"``),
+    which is bounded however much changed.
 
     Returns
     -------
@@ -165,9 +198,15 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
         mad = 1.4826 * np.median(np.abs(d[:, pif] - med), axis=1, keepdims=True)
         z2 = np.sum(((d - med) / np.maximum(mad, 1e-9)) ** 2, axis=0)
         sel = pif & (z2 <= np.median(z2[pif]))
+    method = "irmad"
+    (mr, wr), (mt, wt) = _robust_range(r), _robust_range(t)
+    stretch = gain * wt / wr                   # the fitted target's range over the reference's
+    if np.any(gain <= 0) or np.any(stretch > MAX_RANGE_RATIO) or np.any(stretch < 1 / MAX_RANGE_RATIO):
+        gain = wr / wt
+        offset, method = mr - gain * mt, "moments"
     res = (gain[:, None] * t[:, sel] + offset[:, None] - r[:, sel]) / np.sqrt(1 + gain[:, None] ** 2)
     return Normalization(gain=gain, offset=offset, n_invariant=int(sel.sum()),
-                         rmse=np.sqrt(np.mean(res ** 2, axis=1)))
+                         rmse=np.sqrt(np.mean(res ** 2, axis=1)), method=method)
 
 
 def match_histograms(reference: np.ndarray, target: np.ndarray, *, valid: np.ndarray | None = None,

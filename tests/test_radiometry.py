@@ -87,3 +87,40 @@ def test_histogram_matching_inverts_a_monotone_map_and_keeps_masked_pixels():
 def test_histogram_matching_rejects_mismatched_bands():
     with pytest.raises(InputError, match="same bands"):
         match_histograms(np.ones((2, 4, 4)), np.ones((3, 4, 4)))
+
+
+def _changed_scene_with_one_odd_invariant_kind(seed):
+    """Everything changed but a quarter of one kind (a shadowed road) whose values follow a
+    line far from the rest of the scene: what IR-MAD keeps as invariant on a heavily changed
+    crop, where the line through those pixels is absurd (gains of 16 were seen on LEVIR-CD)."""
+    rng = np.random.default_rng(seed)
+    ref = rng.uniform(50, 250, (3, 100, 100))
+    tgt = rng.uniform(50, 250, (3, 100, 100))
+    road = (slice(None), slice(0, 25), slice(None))
+    ref[road] = rng.uniform(20, 60, (3, 25, 100))
+    tgt[road] = ref[road] / 10 + 80 + rng.normal(0, 0.2, (3, 25, 100))
+    return ref, tgt
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_absurd_fit_falls_back_to_matching_median_and_range(seed):
+    ref, tgt = _changed_scene_with_one_odd_invariant_kind(seed)
+    n = fit_normalization(ref, tgt)
+    assert n.method == "moments" and n.to_dict()["method"] == "moments"
+    out = apply_normalization(tgt, n).reshape(3, -1)
+    r = ref.reshape(3, -1)
+    np.testing.assert_allclose(np.median(out, axis=1), np.median(r, axis=1), rtol=0.01)
+    span = np.subtract(*np.percentile(out, [98, 2], axis=1))
+    np.testing.assert_allclose(span, np.subtract(*np.percentile(r, [98, 2], axis=1)), rtol=0.01)
+
+
+def test_a_plausible_fit_is_kept():
+    """The guard leaves IR-MAD's lines alone when they keep the target's range within a factor
+    of the reference's, even with a gain far from 1 and a quarter of the scene rebuilt."""
+    rng = np.random.default_rng(4)
+    ref = rng.uniform(200, 3000, (3, 100, 100))
+    tgt = (ref - 40.0) / 1.8 + rng.normal(0, 4, ref.shape)
+    tgt[:, :50, :50] = rng.uniform(200, 3000, (3, 50, 50))
+    n = fit_normalization(ref, tgt)
+    assert n.method == "irmad"
+    np.testing.assert_allclose(n.gain, 1.8, rtol=0.01)
