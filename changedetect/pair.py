@@ -77,7 +77,8 @@ class PairConfig:
         spectral change says little about *where* the construction is. The
         score is raised to ``min(1, adapt * rho)``, ``rho`` the mean band-wise
         correlation of the two (pre-smoothed) images, so it flattens on
-        decorrelated pairs and the prior decides. 0 turns it off.
+        decorrelated pairs and the prior decides. 0 turns it off; so does a
+        run without the ``built`` prior (nothing would be left to decide).
     prior : {"built", "none"}
         ``built``: we look for *new construction*, so the score is weighted by
         how much the after state looks like an artificial surface: grey (low
@@ -454,7 +455,10 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     if config.smooth > 0:
         score = portable.gaussian_filter(score, config.smooth, mode="nearest")
     exponent = 1.0
-    if config.adapt > 0 and statistic in ("cva", "chi2", "combined"):
+    # flattening leaves the decision to the prior: without one it would leave nothing (a pair
+    # that is anti-correlated, rho <= 0, would get a constant score and no threshold)
+    prior = config.prior == "built" and rgb_ok
+    if config.adapt > 0 and prior and statistic in ("cva", "chi2", "combined"):
         if statistics is None:
             rho = _mean_band_correlation(kb, kan, v)
             exponent = float(min(1.0, config.adapt * max(rho, 0.0)))
@@ -465,7 +469,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
             score = portable.power(np.maximum(score, 0).astype(np.float32), exponent)
             statistic = "weighted"
     norm_rec["score_exponent"] = round(exponent, 4)
-    if config.prior == "built" and rgb_ok:
+    if prior:
         # portable.power, not **: NumPy's float32 power rounds differently on AVX-512
         score = score * portable.power(_greyness(look_a, config.rgb), config.gamma)
         if config.delta > 0:

@@ -130,3 +130,15 @@ def test_threshold_rule_is_reported_as_applied():
     km = detect_pair(before, after, config=PairConfig(kernel="pca_kmeans"))
     assert km.threshold.method == "kmeans" and km.threshold.value == 0.0
     assert pixel_scores(sig.mask, truth).recall > 0.9
+
+
+def test_an_anticorrelated_pair_without_colour_is_judged_not_refused():
+    """Without the built prior there is nothing for the decorrelation exponent to hand the
+    decision to: an inverted single-band pair (rho < 0) once got a constant score and an
+    InputError ("the scores are constant"); now its score is the plain change."""
+    rng = np.random.default_rng(5)
+    before = ndi.gaussian_filter(rng.normal(100, 10, (1, 96, 96)), (0, 1, 1))
+    after = 200 - before + rng.normal(0, 1, before.shape)
+    r = detect_pair(before, after, config=PairConfig(rgb=None, prior="none"))
+    assert r.normalization["score_exponent"] == 1.0
+    assert 0 < r.mask.mean() < 1
