@@ -350,6 +350,12 @@ def date_region(images: np.ndarray, usable: np.ndarray, region: np.ndarray, pixe
             ch = series_change(series, use_t, scale=noise, min_after=config.persistence, alpha_extra=0.0)
     c = pixel_dates[obj]
     c = c[c >= 0]
+    if ch is not None and c.size and int(use_t.sum()) == 2:
+        # one acquisition on each side: no spread of observations to judge the step against, so
+        # the per-pixel detector's decision stands (the pair detector's threshold was set on the
+        # pair itself); the noise sigma of a two-date run is the scene's typical difference, and
+        # a region had to move by half min_magnitude of those to pass, which real houses do not
+        return ch, use_t, "the detector's decision (one acquisition on each side)"
     counts = np.bincount(c, minlength=len(use_t)) if c.size else np.zeros(len(use_t), int)
     k = int(np.argmax(counts))
     agree = counts[k] / max(c.size, 1)

@@ -98,3 +98,32 @@ def test_series_change_needs_min_lead_dates_before_the_roof_for_two_steps():
     padded = np.array([ground, ground, ground, pad, roof, roof, roof])
     c = series_change(padded, np.ones(7, bool), scale=scale, min_lead=3)
     assert (c.steps, c.last_absent, c.first_present, c.completed) == (2, 2, 3, 4)
+
+
+def test_a_two_date_region_keeps_the_detectors_decision():
+    """With one acquisition on each side there is no spread of observations to judge a step
+    against; the run's noise sigma is then the scene's typical difference, and a new roof that
+    moved by less than half ``min_magnitude`` of those was dropped. The detector's flag stands."""
+    from changedetect.config import Config
+    from changedetect.timeline import date_region
+
+    region = np.zeros((20, 20), bool)
+    region[5:15, 5:15] = True
+    images = np.full((2, 3, 20, 20), 100.0, np.float32)
+    images[1][:, region] += 20.0                    # 2 noise sigmas of this "scene"
+    usable = np.ones((2, 20, 20), bool)
+    dates = np.where(region, 1, -1)
+    config = Config(persistence=1)                  # what a run of two acquisitions uses
+    ch, use_t, how = date_region(images, usable, region, dates, noise=np.full(3, 10.0, np.float32),
+                                 min_fstat=5.0, config=config)
+    assert ch is not None and (ch.last_absent, ch.first_present) == (0, 1)
+    assert "detector" in how
+    # with three dates the region is judged on its own series, as before
+    three = np.concatenate([images[:1], images])
+    ch3, _, _ = date_region(three, np.ones((3, 20, 20), bool), region, np.where(region, 2, -1),
+                            noise=np.full(3, 10.0, np.float32), min_fstat=5.0, config=config)
+    assert ch3 is None
+    # and a region no pixel of which the detector flagged is not a change
+    ch0, _, _ = date_region(images, usable, region, np.full((20, 20), -1), noise=np.full(3, 10.0, np.float32),
+                            min_fstat=5.0, config=config)
+    assert ch0 is None
