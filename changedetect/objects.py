@@ -34,7 +34,7 @@ _DEFAULTS = Config()
 
 __all__ = ["clean_mask", "label_objects", "polygonize", "regularize", "orthogonalize",
            "dominant_angle", "outline_edges", "Appearance", "appearance", "flip_fraction",
-           "candidate_regions", "extract_objects",
+           "candidate_regions", "extract_objects", "structure_verdict",
            "ObjectShape", "object_shape", "ShapeLimits", "shape_filter", "core_fraction"]
 
 _STRUCT4 = ndi.generate_binary_structure(2, 1)
@@ -535,6 +535,40 @@ def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise
                       brightness_ratio=float(ratio), texture_kept=float(kept), pattern_r=pattern)
 
 
+def structure_verdict(app: Appearance, *, pair: bool, min_contrast: float) -> tuple[str | None, str]:
+    """The kind to report for a changed region's appearance, or None to drop it, and why.
+
+    In a series, a region where no structure appeared nor disappeared (kind
+    ``none``), or the same structure only changed brightness
+    (:meth:`Appearance.unchanged_structure`), is not construction and is
+    dropped. With two acquisitions (``pair``) both rules read one image on each
+    side, and on real pairs (LEVIR-CD, DSIFN-CD, OSCD; ``benchmarks/real.py``)
+    the regions they dropped were as often labelled change as those they kept:
+    the surface changed, so the region is reported as ``modified``.
+
+    Examples
+    --------
+    >>> app = Appearance("none", 0.0, 0.0, 0.5, 0.5, 0.5, 10.0, 0.7, 1.0, 0.1)
+    >>> structure_verdict(app, pair=False, min_contrast=0.2)[0] is None
+    True
+    >>> structure_verdict(app, pair=True, min_contrast=0.2)[0]
+    'modified'
+    >>> import dataclasses
+    >>> structure_verdict(dataclasses.replace(app, kind="new"), pair=True, min_contrast=0.2)
+    ('new', '')
+    """
+    unchanged = app.unchanged_structure(min_contrast)
+    if pair and (app.kind == "none" or unchanged):
+        return "modified", ("reported as modified: no structure appeared nor disappeared, which two "
+                            "images cannot tell from a changed surface")
+    if app.kind == "none":
+        return None, ("no structure appeared nor disappeared, the outline is not sharper and the inside "
+                      "neither flatter nor rougher")
+    if unchanged:
+        return None, "the outline is as sharp before as after, the same structure changed in brightness only"
+    return app.kind, ""
+
+
 def core_fraction(mask: np.ndarray, width: int) -> float:
     """Share of a mask that survives an opening by a ``width`` × ``width`` square (pixels).
 
@@ -729,8 +763,13 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
     side is not vegetation, a structure appeared or disappeared
     (:func:`appearance`), it is not a standing structure that only changed
     brightness nor a shadow moving with the sun, and it passes the shape
-    filters (:func:`shape_filter`, :func:`core_fraction`). Every region that
-    is dropped is logged (``DEBUG``) with the reason. Returns one record per
+    filters (:func:`shape_filter`, :func:`core_fraction`). With two
+    acquisitions, a region whose appearance shows no structure change (no
+    outline appeared or went, or only its brightness changed) is reported as
+    ``modified`` instead of dropped: those rules read one image on each side,
+    and on real pairs (LEVIR-CD, DSIFN-CD, OSCD, ``benchmarks/real.py``) the
+    regions they dropped were as often labelled change as those they kept.
+    Every region that is dropped is logged (``DEBUG``) with the reason. Returns one record per
     kept change (the DESIGN.md schema), ordered by date and position, with its
     confidence (:func:`changedetect.confidence.confidence`) and ``usable_dates``
     (per date, whether its dating used that acquisition).
@@ -740,6 +779,9 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
 
     px = stack.pixel_size
     dates = stack.dates
+    # two acquisitions: the per-pixel detector's decision stands (see date_region), and a region
+    # whose appearance shows no structure change is reported as modified, not dropped
+    pair_run = len(dates) == 2
     rmse, unregistered = registration_errors(regs)
     records = []
     margin = 6
@@ -802,14 +844,12 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
                 if ndvi > config.max_ndvi:
                     log.debug("%s dropped: NDVI %.2f on the built side (%s)", where, ndvi, feats)
                     continue
-            if kind == "none":
-                log.debug("%s dropped: no structure appeared nor disappeared, the outline is not "
-                          "sharper and the inside neither flatter nor rougher (%s)", where, feats)
+            kind, why = structure_verdict(app, pair=pair_run, min_contrast=config.min_outline_contrast)
+            if kind is None:
+                log.debug("%s dropped: %s (%s)", where, why, feats)
                 continue
-            if app.unchanged_structure(config.min_outline_contrast):
-                log.debug("%s dropped: the outline is as sharp before as after, the same structure "
-                          "changed in brightness only (%s)", where, feats)
-                continue
+            if why:
+                log.debug("%s %s (%s)", where, why, feats)
             if app.is_shadow(flips, max_angle_deg=config.shadow_max_angle,
                              min_flips=config.shadow_min_flips):
                 log.debug("%s dropped: a shadow moving with the sun, the ground darkened or lit by "

@@ -186,3 +186,21 @@ def test_demolition_to_rubble_of_the_roofs_colour_is_demolished():
     app = appearance(roof, rubble, mask, noise=3.0)
     assert app.kind == "demolished", app
     assert appearance(rubble, roof, mask, noise=3.0).kind in ("new", "modified")
+
+
+def test_a_brightness_only_change_is_dropped_in_a_series_and_modified_in_a_pair():
+    """The same roof a little darker (same colour, outline as sharp): not construction in a
+    series, where composites judge it; a changed surface reported as such from two images."""
+    from changedetect.objects import Appearance, structure_verdict
+
+    app = Appearance(kind="new", contrast=0.05, texture_contrast=0.0, sharp_before=0.8, sharp_after=0.8,
+                     sharp_both=0.8, angle_deg=1.0, brightness_ratio=0.9, texture_kept=1.0, pattern_r=0.9)
+    assert app.unchanged_structure(0.2)
+    kind, why = structure_verdict(app, pair=False, min_contrast=0.2)
+    assert kind is None and "brightness only" in why
+    kind, why = structure_verdict(app, pair=True, min_contrast=0.2)
+    assert kind == "modified" and "two images" in why
+    clear = Appearance(kind="new", contrast=0.6, texture_contrast=-0.4, sharp_before=0.0, sharp_after=0.9,
+                       sharp_both=0.0, angle_deg=20.0, brightness_ratio=0.5, texture_kept=0.2, pattern_r=0.0)
+    assert structure_verdict(clear, pair=True, min_contrast=0.2) == ("new", "")
+    assert structure_verdict(clear, pair=False, min_contrast=0.2) == ("new", "")
