@@ -45,9 +45,9 @@ class Normalization:
     method : str
         ``irmad``: the lines fitted on the pseudo-invariant pixels.
         ``moments``: those lines were implausible (a gain of the wrong sign,
-        or a target stretched or squeezed more than :data:`MAX_RANGE_RATIO`
-        times against the reference's range), so each band's median and
-        2-98 % range were matched instead (:func:`fit_normalization`).
+        or a band stretched or squeezed more than :data:`MAX_STRETCH` times
+        against the reference), so each band's median and interquartile range
+        were matched instead (:func:`fit_normalization`).
     """
 
     gain: np.ndarray
@@ -65,15 +65,16 @@ class Normalization:
                 "method": self.method}
 
 
-#: An IR-MAD fit that makes the target span more than this factor more, or less, of the
-#: reference's 2-98 % range than the reference itself is taken as failed (:func:`fit_normalization`).
-MAX_RANGE_RATIO = 4.0
+#: An IR-MAD fit that stretches (or squeezes) a band of the target by more than this factor
+#: against the reference, both in its 2-98 % range and in its interquartile range, is taken as
+#: failed (:func:`fit_normalization`).
+MAX_STRETCH = 4.0
 
 
-def _robust_range(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the median and the 2-98 % quantile range (float64)."""
-    q02, med, q98 = np.percentile(a, [2, 50, 98], axis=1)
-    return med, np.maximum(q98 - q02, 1e-9)
+def _spreads(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: the median, the interquartile range and the 2-98 % range (float64)."""
+    q02, q25, med, q75, q98 = np.percentile(a, [2, 25, 50, 75, 98], axis=1)
+    return med, np.maximum(q75 - q25, 1e-9), np.maximum(q98 - q02, 1e-9)
 
 
 def orthogonal_regression(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -136,12 +137,14 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
     kind (a road, a shadow) and the lines through them absurd: gains of 16
     and of 0.08 on LEVIR-CD crops of 8-bit Google Earth images, whose
     brightness differs by a few tens of percent. A gain of the wrong sign, or
-    one that makes a band of the target span more than :data:`MAX_RANGE_RATIO`
-    times more, or less, of its 2-98 % range than the reference spans, is
-    such a failure (a cloud over a third of a scene moves that range by less
-    than a factor of 3 on generated sites); every band is then mapped by
-    matching its median and 2-98 % range instead (``method="moments"``),
-    which is bounded however much changed.
+    one that stretches or squeezes a band of the target more than
+    :data:`MAX_STRETCH` times against the reference both in its interquartile
+    range and in its 2-98 % range, is such a failure. Either range alone can
+    legitimately differ that much: a cloud over a third of a generated site
+    moves the interquartile range 4.2 times, a large new bright roof the
+    2-98 % range; no valid fit moved both. Every band is then mapped by
+    matching its median and interquartile range instead
+    (``method="moments"``), which is bounded however much changed.
 
     Returns
     -------
@@ -199,10 +202,11 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
         z2 = np.sum(((d - med) / np.maximum(mad, 1e-9)) ** 2, axis=0)
         sel = pif & (z2 <= np.median(z2[pif]))
     method = "irmad"
-    (mr, wr), (mt, wt) = _robust_range(r), _robust_range(t)
-    stretch = gain * wt / wr                   # the fitted target's range over the reference's
-    if np.any(gain <= 0) or np.any(stretch > MAX_RANGE_RATIO) or np.any(stretch < 1 / MAX_RANGE_RATIO):
-        gain = wr / wt
+    (mr, ir, wr), (mt, it, wt) = _spreads(r), _spreads(t)
+    bulk, tails = gain * it / ir, gain * wt / wr          # the fitted target's spreads over the reference's
+    off = ((bulk > MAX_STRETCH) | (bulk < 1 / MAX_STRETCH)) & ((tails > MAX_STRETCH) | (tails < 1 / MAX_STRETCH))
+    if np.any(gain <= 0) or np.any(off):
+        gain = ir / it
         offset, method = mr - gain * mt, "moments"
     res = (gain[:, None] * t[:, sel] + offset[:, None] - r[:, sel]) / np.sqrt(1 + gain[:, None] ** 2)
     return Normalization(gain=gain, offset=offset, n_invariant=int(sel.sum()),
