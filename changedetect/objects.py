@@ -535,7 +535,8 @@ def appearance(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, noise
                       brightness_ratio=float(ratio), texture_kept=float(kept), pattern_r=pattern)
 
 
-def structure_verdict(app: Appearance, *, pair: bool, min_contrast: float) -> tuple[str | None, str]:
+def structure_verdict(app: Appearance, *, pair: bool, min_contrast: float,
+                      texture_step: float = 0.2) -> tuple[str | None, str]:
     """The kind to report for a changed region's appearance, or None to drop it, and why.
 
     In a series, a region where no structure appeared nor disappeared (kind
@@ -545,6 +546,14 @@ def structure_verdict(app: Appearance, *, pair: bool, min_contrast: float) -> tu
     side, and on real pairs (LEVIR-CD, DSIFN-CD, OSCD; ``benchmarks/real.py``)
     the regions they dropped were as often labelled change as those they kept:
     the surface changed, so the region is reported as ``modified``.
+
+    With two acquisitions the texture inside decides a demolition before the
+    outline does: a region that got rougher inside (``texture_contrast`` above
+    ``texture_step``) is ``demolished`` whatever its outline, because the
+    outline of a field of rubble is where the rubble ends, and it is as sharp
+    as a new wall (on xBD Joplin every destroyed house our regions covered
+    came out ``new`` by the outline rule). New roofs on real pairs got
+    smoother (LEVIR-CD: median texture contrast -0.4 on new buildings found).
 
     Examples
     --------
@@ -556,8 +565,13 @@ def structure_verdict(app: Appearance, *, pair: bool, min_contrast: float) -> tu
     >>> import dataclasses
     >>> structure_verdict(dataclasses.replace(app, kind="new"), pair=True, min_contrast=0.2)
     ('new', '')
+    >>> structure_verdict(dataclasses.replace(app, kind="new", texture_contrast=0.5), pair=True,
+    ...                   min_contrast=0.2)[0]
+    'demolished'
     """
     unchanged = app.unchanged_structure(min_contrast)
+    if pair and app.texture_contrast > texture_step:
+        return "demolished", "demolished: rougher inside, rubble or bare ground where a roof was"
     if pair and (app.kind == "none" or unchanged):
         return "modified", ("reported as modified: no structure appeared nor disappeared, which two "
                             "images cannot tell from a changed surface")

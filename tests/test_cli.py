@@ -454,3 +454,34 @@ def test_envi_files_with_a_manifest(tmp_path):
     p = run("--manifest", csv, "--out", tmp_path / "out", "--coregister", "none")
     assert p.returncode == 0, p.stderr
     assert "2000-04-12" in p.stdout and "2003-06-18" in p.stdout
+
+
+def test_a_pair_reports_a_roof_turned_to_rubble_as_demolished(tmp_path):
+    """Two GeoTIFFs, as an analyst brings them: a grey roof torn down to rubble of its own
+    brightness, and a bright new roof elsewhere. The console reports both, each with its kind."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    from test_pair import rubble_scene
+
+    before, after, roof, new = rubble_scene()
+    a = write_scene(tmp_path / "site_2020-03-01.tif", before)
+    b = write_scene(tmp_path / "site_2021-03-01.tif", after)
+    out = tmp_path / "out"
+    p = run(a, b, "--bands", "red,green,blue", "--out", out, "--format", "gpkg")
+    assert p.returncode == 0, p.stderr
+    changes = gpd.read_file(out / "changes.gpkg")
+    assert len(changes) == 2, changes
+
+    def truth(mask):
+        rows, cols = np.nonzero(mask)
+        (x0, y0), (x1, y1) = T0 * (cols.min(), rows.min()), T0 * (cols.max() + 1, rows.max() + 1)
+        return box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+    for mask, kind in ((roof, "demolished"), (new, "new")):
+        t = truth(mask)
+        iou = changes.geometry.intersection(t).area / changes.geometry.union(t).area
+        assert changes["kind"].iloc[int(iou.idxmax())] == kind, changes
+        assert iou.max() > 0.6
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["detector_fit"]["roughening_threshold"] is not None

@@ -142,3 +142,39 @@ def test_an_anticorrelated_pair_without_colour_is_judged_not_refused():
     r = detect_pair(before, after, config=PairConfig(rgb=None, prior="none"))
     assert r.normalization["score_exponent"] == 1.0
     assert 0 < r.mask.mean() < 1
+
+
+def rubble_scene(seed=0, size=200):
+    """Before: a flat grey roof on green-brown ground. After: grey rubble of the roof's own
+    brightness where it stood, and a bright new roof elsewhere whose colour change sets the
+    colour score's threshold far above the rubble's (as the tornado's many changes do on xBD)."""
+    rng = np.random.default_rng(seed)
+    g = ndi.gaussian_filter(rng.normal(0, 1, (size, size)), 1.5)
+    ground = 700 + 60 * g / g.std()
+    before = np.stack([ground * f for f in (1.0, 1.1, 0.8)])
+    roof = np.zeros((size, size), bool)
+    roof[60:100, 30:90] = True
+    new = np.zeros((size, size), bool)
+    new[130:170, 120:180] = True
+    before[:, roof] = 1000.0
+    after = before.copy()
+    rubble = ndi.gaussian_filter(rng.normal(0, 1, (size, size)), 0.8)
+    after[:, roof] = (1000 + 150 * rubble / rubble.std())[roof]
+    after[:, new] = 2500.0
+    before += rng.normal(0, 6, before.shape)
+    after += rng.normal(0, 6, after.shape)
+    return before, after, roof, new
+
+
+def test_the_roughening_channel_finds_a_roof_turned_to_rubble():
+    before, after, roof, new = rubble_scene()
+    colour_only = detect_pair(before, after, config=PairConfig(roughening=0)).mask
+    assert colour_only[roof].mean() < 0.05 and colour_only[new].mean() > 0.85
+    r = detect_pair(before, after)
+    assert r.mask[roof].mean() > 0.7 and r.mask[new].mean() > 0.85
+    near = ndi.binary_dilation(roof | new, iterations=10)
+    assert r.mask[~near].sum() == 0
+    assert r.statistics.rough_threshold is not None
+    # a window judged with the whole scene's statistics gives the same answer there
+    w = detect_pair(before[:, 40:120, 10:110], after[:, 40:120, 10:110], statistics=r.statistics).mask
+    assert (w[20:60, 20:80] == r.mask[60:100, 30:90]).mean() > 0.97
