@@ -76,6 +76,9 @@ _DROP_MIN, _DROP_K = 0.05, 3.0   # a window leaves the model beyond max(px, k x 
 _POLY_GAIN = 0.02          # px (and a quarter) of tie-point RMSE a polynomial must save
 _PROBE = 0.25              # px: known extra shift that calibrates the phase-correlation gain
 _MIN_Z = 7.0               # phase-correlation peak, in noise sigmas, for a reliable tie point
+#: Tie points a model needs per basis function of a coordinate (poly2: 9 for 6; affine: 5 for 3): fewer
+#: over-determine it so little that it fits their errors and extrapolates them over the scene.
+_POINTS_PER_TERM = 1.5
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _IN_PLANE = np.zeros((3, 3, 3), bool)        # 4-connectivity within each window of a batch
 _IN_PLANE[1] = ndi.generate_binary_structure(2, 1)
@@ -381,6 +384,11 @@ def _locally_consistent(q: np.ndarray, d: np.ndarray, spacing: float) -> np.ndar
 def _rms_fit(q, d, k, frame) -> float:
     r = _residual(_fit_theta(q, d, k, frame), frame, q, d)
     return float(np.sqrt(np.mean(np.sum(r ** 2, axis=1))))
+
+
+def _enough(kind: str) -> int:
+    """Fewest tie points a correction model may be fitted to (:data:`_POINTS_PER_TERM` per basis function)."""
+    return math.ceil(_POINTS_PER_TERM * MODELS[kind])
 
 
 def _bic(q, d, k, frame, floor=0.05) -> float:
@@ -1014,10 +1022,14 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
     spacing = float(dist[np.triu_indices(n, 1)].min()) if n > 1 else float(max(win.shape))
 
     # 3. outliers: local consistency, then RANSAC on the model
-    kind = "translation" if method == "global" or reliable.sum() < 4 else "affine"
+    kind = "translation" if method == "global" or reliable.sum() < _enough("affine") else "affine"
     rel = np.flatnonzero(reliable)
     cons = rel[_locally_consistent(q[rel], disp[rel], spacing)]
     inl = cons[_ransac(q[cons], disp[cons], MODELS[kind], frame, 1.0, rng)] if len(cons) else cons
+    if kind == "affine" and len(inl) < _enough("affine"):
+        # too few tie points agree on an affine: a translation, which more of them may support
+        kind = "translation"
+        inl = cons[_ransac(q[cons], disp[cons], MODELS[kind], frame, 1.0, rng)] if len(cons) else cons
     if len(inl) < max(3, MODELS[kind] + 1):
         return fail(f"only {len(inl)} of {n} tie points agree on a shift")
     active = np.zeros(n, bool)
@@ -1043,14 +1055,17 @@ def register_scene(stack: Stack, i: int, *, method: str = "local", window: int =
 
     # 5. model choice on the refined tie points, and a last refinement if anything changed
     best = fit.kind
-    if method == "local" and active.sum() >= 4:
+    if method == "local" and active.sum() >= _enough("affine"):
         qa, da = q[active], td[active]
-        options = ["translation", "affine"] + (["poly2"] if active.sum() >= 9 else [])
+        options = ["translation", "affine"] + (["poly2"] if active.sum() >= _enough("poly2") else [])
         scores = {m: _bic(qa, da, MODELS[m], frame) for m in options}
         best = min(options, key=scores.get)
         rms_a, rms_p = _rms_fit(qa, da, 3, frame), _rms_fit(qa, da, 6, frame)
         if best == "poly2" and (rms_a - rms_p < _POLY_GAIN or rms_p > 0.75 * rms_a):
             best = min(("translation", "affine"), key=scores.get)
+    elif active.sum() < _enough(best):
+        # the windows that left the model leave too few for it
+        best = "translation"
     if (best != fit.kind or (active != before).any()) and active.sum() > MODELS[best]:
         theta = _fit_theta(q[active], td[active], MODELS[best], frame)
         nx, ny = _displacement(theta, frame, q[:, 0], q[:, 1])

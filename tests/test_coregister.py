@@ -304,3 +304,13 @@ def test_scene_in_another_crs_is_registered(tmp_path, world):
     true = compose(stack.nominal_ref_to_scene(1), mis)
     assert residual_px(reg.ref_to_scene, true, N) < 0.1
     assert abs(reg.shift_m[0] - 3.3 * 0.5) < 0.1 and abs(reg.shift_m[1] - 2.4 * 0.5) < 0.1  # north-up
+
+
+def test_a_model_needs_one_and_a_half_tie_points_per_term():
+    """An affine (3 terms a coordinate) is never fitted to fewer than 5 tie points, a second-order
+    polynomial (6) to fewer than 9: four points determine an affine so nearly that it fits their
+    errors and extrapolates them over the scene (a real cross-sensor pair of a disaster had 4 of 100
+    tie points agree, and its affine moved the far corner by 8 px where a translation was right)."""
+    from changedetect.coregister import MODELS, _enough
+
+    assert {m: _enough(m) for m in MODELS} == {"translation": 2, "affine": 5, "poly2": 9}
