@@ -419,6 +419,7 @@ def main(argv=None) -> int:
     print_reliability("our footprint decisions (--buildings), pooled over xBD and SpaceNet 7 (real: a damaged or "
                       "destroyed xBD building, a new SpaceNet 7 building)", "buildings",
                       [p for r in results.values() for p in r.get("footprint_reliability", [])])
+    print_reliability_per_set(results)
     if args.json:
         for r in results.values():
             r["reliability"] = reliability_table(r.get("reliability", []))
@@ -433,6 +434,20 @@ def print_reliability(what: str, unit: str, pairs) -> None:
     print(f"  {'confidence':>10s} {unit:>9s} {'real':>6s}")
     for row in reliability_table(pairs):
         print(f"  {row['confidence']:>10s} {row['n']:9d} {'-' if row['real'] is None else format(row['real'], '.3f'):>6s}")
+
+
+def print_reliability_per_set(results: dict) -> None:
+    """The same tables per set, one line each: per confidence bin, how many and the share real."""
+    for key, unit in (("reliability", "polygons"), ("footprint_reliability", "footprint decisions")):
+        rows = {name: reliability_table(r.get(key, [])) for name, r in results.items() if r.get(key)}
+        if not rows:
+            continue
+        bins = [row["confidence"] for row in next(iter(rows.values()))]
+        print(f"\nConfidence reliability of our {unit}, per set (n, share real)")
+        print(f"  {'set':10s}" + "".join(f"{b:>15s}" for b in bins))
+        for name, table in rows.items():
+            cells = ["-" if row["n"] == 0 else f"{row['n']}, {row['real']:.2f}" for row in table]
+            print(f"  {name:10s}" + "".join(f"{c:>15s}" for c in cells))
 
 
 #: Issue 16's targets: set -> (our figure, its target).

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import portable
 from .arrays import check_pair
 from .errors import InputError
 
-__all__ = ["local_std", "texture", "TEXTURE_SIZE", "shadow_level", "SHADOW_QUANTILE", "cloud_mask", "shadow_like", "illumination_mask",
+__all__ = ["local_std", "texture", "greyness", "TEXTURE_SIZE", "shadow_level", "SHADOW_QUANTILE", "cloud_mask", "shadow_like", "illumination_mask",
            "local_correlation", "transients", "illumination_change", "green_both_sides"]
 
 #: Side (pixels) of the window of the texture channel: large enough for the pattern of
@@ -59,6 +60,29 @@ def shadow_level(image: np.ndarray, valid: np.ndarray, quantile: float = SHADOW_
     2.7
     """
     return float(np.quantile(image.mean(axis=0, dtype=np.float32)[valid], quantile))
+
+
+def greyness(image: np.ndarray, rgb) -> np.ndarray:
+    """1 - saturation of the visible bands ``rgb`` (red, green, blue indices), smoothed over 3 px.
+
+    Roofs, concrete, asphalt and rubble of them are grey; vegetation, soil and
+    water are coloured. Float32 in [0, 1].
+
+    Examples
+    --------
+    >>> img = np.zeros((3, 20, 20), np.float32)
+    >>> img[:, :, :10] = 500.0                                  # grey
+    >>> img[:, :, 10:] = np.array([300.0, 500.0, 200.0])[:, None, None]    # green
+    >>> g = greyness(img, (0, 1, 2))
+    >>> round(float(g[10, 2]), 2), round(float(g[10, 17]), 2)
+    (1.0, 0.4)
+    """
+    vis = np.asarray(image, np.float32)[list(rgb)]
+    mx, mn = vis.max(axis=0), vis.min(axis=0)
+    floor = np.float32(1e-3 * max(float(np.mean(mx)), 1e-6))
+    sat = (mx - mn) / (np.abs(mx) + floor)
+    g = portable.gaussian_filter(1.0 - np.clip(sat, 0, 1), 3.0, mode="nearest")
+    return np.clip(g, 0, 1).astype(np.float32)
 
 
 def texture(images: np.ndarray, *, size: int = TEXTURE_SIZE) -> np.ndarray:

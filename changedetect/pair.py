@@ -370,16 +370,6 @@ def drop_elongated(mask: np.ndarray, max_ratio: float) -> np.ndarray:
     return keep[lab]
 
 
-def _greyness(image: np.ndarray, rgb) -> np.ndarray:
-    """1 - saturation of the visible bands, smoothed over 3 px: roofs, concrete and asphalt are grey."""
-    vis = np.asarray(image, np.float32)[list(rgb)]
-    mx, mn = vis.max(axis=0), vis.min(axis=0)
-    floor = np.float32(1e-3 * max(float(np.mean(mx)), 1e-6))
-    sat = (mx - mn) / (np.abs(mx) + floor)
-    g = portable.gaussian_filter(1.0 - np.clip(sat, 0, 1), 3.0, mode="nearest")
-    return np.clip(g, 0, 1).astype(np.float32)
-
-
 def roughening(before: np.ndarray, after: np.ndarray, sigma: float) -> np.ndarray:
     """How much rougher each pixel's surroundings got, over ``sigma`` pixels (log gradient energy).
 
@@ -533,9 +523,9 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     norm_rec["score_exponent"] = round(exponent, 4)
     if prior:
         # portable.power, not **: NumPy's float32 power rounds differently on AVX-512
-        score = score * portable.power(_greyness(look_a, config.rgb), config.gamma)
+        score = score * portable.power(masks.greyness(look_a, config.rgb), config.gamma)
         if config.delta > 0:
-            score = score * portable.power(1 - _greyness(look_b, config.rgb), config.delta)
+            score = score * portable.power(1 - masks.greyness(look_b, config.rgb), config.delta)
         if statistic != "kmeans":                       # a positive weight keeps the k-means sign
             statistic = "weighted"
     masked = ~v
@@ -572,7 +562,7 @@ def detect_pair(before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | No
     if config.roughening > 0:
         rough = np.maximum(roughening(before, after_n, config.roughening), np.float32(0))
         if prior:                                # a built surface before: grey
-            rough *= portable.power(_greyness(look_b, config.rgb), 2.0)
+            rough *= portable.power(masks.greyness(look_b, config.rgb), 2.0)
         if statistics is not None:
             rough_thr = statistics.rough_threshold
         elif np.count_nonzero(use & (rough > 0)) >= 100:
