@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from changedetect import detect  # noqa: E402
 from changedetect.evaluate import PixelScores, pixel_scores  # noqa: E402
-from changedetect.pair import PairConfig, detect_pair  # noqa: E402
+from changedetect.pair import PairConfig, detect_pair, roughening_scale  # noqa: E402
 from changedetect.radiometry import apply_normalization, fit_normalization  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -105,6 +105,9 @@ DATASETS = {"levir_cd": lambda d: load_rgb_pairs(d / "levir_cd"),
             "oscd": lambda d: load_oscd(d / "oscd")}
 #: band roles the user states for each dataset (RGB PNGs: the PairConfig defaults)
 BAND_ROLES = {"levir_cd": {}, "dsifn_cd": {}, "oscd": S2_CONFIG}
+#: ground pixel size (m) the user states for each dataset (as real.py's --pixel-size): it sets the
+#: scale of detect_pair's roughening channel, as the pipeline's PairDetector does from the grid
+GSD = {"levir_cd": 0.5, "dsifn_cd": 2.0, "oscd": 10.0}
 
 
 # --------------------------------------------------------------------------- methods
@@ -157,7 +160,7 @@ def main(argv=None) -> int:
     times: dict[str, float] = {}
     configs: dict[str, dict] = {}
     for ds in args.datasets:
-        config = PairConfig(**BAND_ROLES[ds])
+        config = PairConfig(**BAND_ROLES[ds], roughening=roughening_scale(GSD[ds]))
         configs[ds] = config.to_dict()
         pooled = {n: PixelScores(0, 0, 0, 0) for n in names}
         npairs = 0

@@ -46,10 +46,27 @@ from .objects import clean_mask
 from .radiometry import normalize
 
 __all__ = ["PairConfig", "PairResult", "PairStatistics", "PairDetector", "detect_pair", "drop_elongated",
-           "roughening", "ROUGHENING_M"]
+           "roughening", "roughening_scale", "ROUGHENING_M"]
 
 #: Ground scale (metres) of the pair detector's roughening channel (:attr:`PairConfig.roughening`).
 ROUGHENING_M = 2.0
+
+
+def roughening_scale(pixel_size: float) -> float:
+    """The roughening channel's scale in pixels for a grid of ``pixel_size`` metres; 0 (off) when coarser.
+
+    :data:`ROUGHENING_M` over the pixel size. Rubble, a torn roof, debris are
+    a texture finer than a house; pixels coarser than that scale do not
+    resolve it (at 10 m a pixel is a house or more), and there the channel
+    would read land-cover patterns instead, so it is off.
+
+    Examples
+    --------
+    >>> roughening_scale(0.5), roughening_scale(2.0), roughening_scale(10.0)
+    (4.0, 1.0, 0.0)
+    """
+    scale = ROUGHENING_M / float(pixel_size)
+    return scale if scale >= 1.0 else 0.0
 
 
 _NORMALIZATIONS = ("irmad", "zscore", "histogram", "none")
@@ -146,9 +163,10 @@ class PairConfig:
         its own Otsu threshold; its pixels join the change mask. A change in
         colour alone does not move it, a demolished house or a torn roof does
         (xBD Joplin, destroyed houses at least half covered by the mask: 54 of
-        83 with it, 6 with the colour score alone). 4 pixels is about 2 m at 0.5 m:
-        :class:`PairDetector` sets it to 2 m from the grid's pixel size (at
-        least 1 pixel). 0 turns it off.
+        83 with it, 6 with the colour score alone). 4 pixels is 2 m at 0.5 m:
+        :class:`PairDetector` sets it from the grid's pixel size
+        (:func:`roughening_scale`: 2 m, off for pixels coarser than 2 m, which
+        do not resolve rubble). 0 turns it off.
     """
 
     normalization: str = "zscore"
@@ -615,7 +633,7 @@ class PairDetector:
         # shapes are the object stage's (on whole regions): no elongation rule on a window's pieces
         config = PairConfig(rgb=rgb, nir=window.band("nir") if rgb else None,
                             prior="built" if rgb else "none", max_elongation=0.0,
-                            roughening=max(1.0, ROUGHENING_M / window.pixel_size))
+                            roughening=roughening_scale(window.pixel_size))
         x = window.images[:, :-1]                  # the spectral bands, not the texture channel
         return config, x[0], x[-1], window.usable[0] & window.usable[-1]
 
