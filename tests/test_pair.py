@@ -178,3 +178,28 @@ def test_the_roughening_channel_finds_a_roof_turned_to_rubble():
     # a window judged with the whole scene's statistics gives the same answer there
     w = detect_pair(before[:, 40:120, 10:110], after[:, 40:120, 10:110], statistics=r.statistics).mask
     assert (w[20:60, 20:80] == r.mask[60:100, 30:90]).mean() > 0.97
+
+
+def test_the_pipeline_sets_the_roughening_scale_from_the_grid():
+    """2 m on the ground in pixels; off where pixels are coarser than that (Sentinel-2 at 10 m
+    resolves no rubble: there the channel read land cover and cost OSCD a third of its F1)."""
+    import datetime as dt
+
+    from affine import Affine
+
+    from changedetect.detector import SeriesWindow
+    from changedetect.pair import PairDetector, roughening_scale
+
+    before, after, roof, new = rubble_scene(size=120)
+    images = np.stack([np.concatenate([x, x[:1] * 0]) for x in (before, after)]).astype(np.float32)
+    for px, expected in ((0.5, 4.0), (2.0, 1.0), (10.0, 0.0)):
+        w = SeriesWindow(images=images, usable=np.ones((2, 120, 120), bool),
+                         dates=(dt.date(2020, 1, 1), dt.date(2021, 1, 1)), band_roles=("red", "green", "blue"),
+                         noise=np.ones(4, np.float32), dark=0.0, transform=Affine(px, 0, 0, 0, -px, 0),
+                         crs="EPSG:32637", pixel_size=px)
+        config = PairDetector._setup(w)[0]
+        assert config.roughening == roughening_scale(px) == expected
+        det = PairDetector(None)
+        det.fit(w)
+        assert (det.statistics.rough_threshold is None) == (expected == 0)
+        assert det.halo >= int(np.ceil(4 * expected))
