@@ -622,6 +622,9 @@ def run(args) -> dict:
         result = detect_changes(images, work / "out_polygons", config=config)
         runtime = time.perf_counter() - t
         ch = result.changes
+        if len(ch) and new.crs is not None:
+            # the run works on a grid true to scale (UTM here, not the mosaics' Web Mercator)
+            ch = ch.to_crs(new.crs)
         pred = ch[ch["kind"].isin(NEW_KINDS)] if len(ch) else ch
         poly = score_polygons(pred, new, px_area, px_area * shape[0] * shape[1])
         poly["runtime_s"] = round(runtime, 1)

@@ -47,6 +47,7 @@ on; the pipeline then dates every object again on its mean series.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -58,7 +59,8 @@ from .series import f_threshold
 from .timeline import step_change
 
 __all__ = ["Detector", "PixelChange", "SeriesWindow", "StepDetector", "available_detectors", "get_detector",
-           "ENTRY_POINT_GROUP", "AUTO", "resolve", "check_answer", "hysteresis", "change_count", "NONE", "WEAK", "STRONG"]
+           "ENTRY_POINT_GROUP", "AUTO", "resolve", "check_answer", "hysteresis", "change_count", "step_level",
+           "coarse_grid", "NONE", "WEAK", "STRONG"]
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,18 @@ class StepDetector:
     (:func:`changedetect.masks.illumination_change`) or vegetation in season
     (:func:`changedetect.masks.green_both_sides`, with red and NIR bands) are
     not changes.
+
+    On a coarse grid (:func:`coarse_grid`), where a building is a handful of
+    pixels and the per-pixel decision is the whole of its detection, the
+    threshold follows the step's standard error (:func:`step_level`): a step
+    between two states seen on many dates is measured more precisely than one
+    between a few, so a monthly series of two years finds the smaller steps a
+    series of a few dates cannot tell from noise (a series of up to 8 dates is
+    judged by ``min_magnitude`` itself). On a finer grid a building is hundreds
+    of pixels whose region is dated on its mean series, far less noisy than a
+    pixel: ``min_magnitude`` stays, as a lower one mostly joins the moving
+    shadows and seasonal ground around a building to its region (generated
+    monthly sites lose annexes that way).
     """
 
     name = "statistical"
@@ -296,14 +310,17 @@ class StepDetector:
         self.alpha = float(config.alpha)
         self.persistence = int(config.persistence)
         self.max_ndvi = float(config.max_ndvi)
+        self.min_core_width_m = float(config.min_core_width_m)
 
     def detect(self, window: SeriesWindow) -> PixelChange:
         steps = step_change(window.images, window.usable, scale=window.noise, min_before=1,
                             min_after=self.persistence)
         min_fstat = f_threshold(self.alpha, len(window.dates), window.images.shape[1])
         clean = steps.fstat >= min_fstat
-        strong = (steps.magnitude >= self.min_magnitude) & clean
-        weak = (steps.magnitude >= self.weak_fraction * self.min_magnitude) & clean & ~strong
+        level = (step_level(self.min_magnitude, steps.n_before, steps.n_after)
+                 if coarse_grid(window.pixel_size, self.min_core_width_m) else self.min_magnitude)
+        strong = (steps.magnitude >= level) & clean
+        weak = (steps.magnitude >= self.weak_fraction * level) & clean & ~strong
         light = illumination_change(steps.before, steps.after, n_before=steps.n_before,
                                     n_after=steps.n_after, dark=window.dark)
         strong &= ~light
@@ -315,6 +332,60 @@ class StepDetector:
             strong &= ~veg
             weak &= ~veg
         return PixelChange(first_present=steps.first_present, strong=strong, weak=weak)
+
+
+def coarse_grid(pixel_size: float, min_core_width_m: float) -> bool:
+    """Whether a building's core spans at most one pixel: buildings are a few pixels across.
+
+    On such a grid (coarser than about 2.7 m with the default 4 m core) a
+    building is a handful of pixels, so the per-pixel decision is the whole of
+    its detection: :class:`StepDetector` holds each pixel's step to its
+    standard error (:func:`step_level`). And the outline of a change can
+    neither separate buildings that stand close together nor tell a
+    building's shape from a strip's
+    (:func:`changedetect.objects.core_fraction` has no core to measure):
+    :func:`changedetect.objects.extract_objects` cuts every region at the
+    peaks of its change and judges each piece by what it shows (the ground's
+    pattern), not by its outline.
+
+    Examples
+    --------
+    >>> coarse_grid(0.5, 4.0), coarse_grid(2.0, 4.0), coarse_grid(4.0, 4.0), coarse_grid(10.0, 4.0)
+    (False, False, True, True)
+    """
+    return int(round(min_core_width_m / pixel_size)) <= 1
+
+
+#: Dates on each side of the steps ``min_magnitude`` was set for: series of about 8 acquisitions.
+REFERENCE_SIDE = 4
+#: The threshold of a step never falls below this share of ``min_magnitude``, however many dates.
+MIN_LEVEL_SHARE = 0.5
+
+
+def step_level(min_magnitude: float, n_before, n_after) -> np.ndarray:
+    """The size (noise sigmas) a pixel's step must reach, given the dates on each side of it.
+
+    The difference of two segment means of ``n_before`` and ``n_after``
+    observations has a standard error of ``sqrt(1/n_before + 1/n_after)``
+    noise sigmas. ``min_magnitude`` is the threshold of a step between two
+    states of :data:`REFERENCE_SIDE` dates each (what it was set for, on series
+    of about 8 dates); a step whose states are seen on more dates has a smaller
+    error and its threshold shrinks in proportion, so every step is held to the
+    same significance. Steps with fewer dates on a side keep ``min_magnitude``
+    (never more), so series of up to ``2 * REFERENCE_SIDE`` dates are judged as
+    before. The dates of a real series are not independent draws (seasons,
+    haze, glare last for months), so more dates stop sharpening the measure:
+    the threshold never falls below :data:`MIN_LEVEL_SHARE` of ``min_magnitude``.
+
+    Examples
+    --------
+    >>> [round(float(v), 2) for v in step_level(14.0, np.array([4, 1, 12, 100]), np.array([4, 7, 13, 100]))]
+    [14.0, 14.0, 7.93, 7.0]
+    """
+    se = np.sqrt(1.0 / np.maximum(n_before, 1) + 1.0 / np.maximum(n_after, 1))
+    ref = math.sqrt(2.0 / REFERENCE_SIDE)
+    share = np.clip(se / ref, MIN_LEVEL_SHARE, 1.0)
+    return (min_magnitude * share).astype(np.float32)
 
 
 def check_answer(answer, window: SeriesWindow, name: str) -> PixelChange:

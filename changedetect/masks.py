@@ -13,6 +13,7 @@ All are vectorised over pixels and take ``(bands, rows, cols)`` images, or
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,8 +23,9 @@ from . import portable
 from .arrays import check_pair
 from .errors import InputError
 
-__all__ = ["local_std", "texture", "greyness", "TEXTURE_SIZE", "shadow_level", "SHADOW_QUANTILE", "cloud_mask", "shadow_like", "illumination_mask",
-           "local_correlation", "transients", "illumination_change", "green_both_sides"]
+__all__ = ["local_std", "texture", "greyness", "TEXTURE_SIZE", "shadow_level", "SHADOW_QUANTILE", "cloud_mask",
+           "shadow_like", "illumination_mask", "local_correlation", "correlation_threshold", "transients",
+           "illumination_change", "green_both_sides"]
 
 #: Side (pixels) of the window of the texture channel: large enough for the pattern of
 #: bare ground and rubble, small enough to stay inside a house.
@@ -223,13 +225,19 @@ def illumination_mask(before: np.ndarray, after: np.ndarray, *, valid: np.ndarra
     return m & v
 
 
-def local_correlation(a: np.ndarray, b: np.ndarray, *, size: int = 5) -> np.ndarray:
+def local_correlation(a: np.ndarray, b: np.ndarray, *, size: int = 5,
+                      bands: bool = False) -> np.ndarray:
     """Local Pearson correlation of two images' band means in ``size`` × ``size`` windows.
 
     Illumination changes (a shadow moving with the sun) darken the ground but
     keep its texture, so the correlation stays high; a new roof replaces the
     texture and the correlation drops. Returns float32 in [-1, 1] (0 where
     either window is flat).
+
+    With ``bands``, of their bands together: each band is centred on its own
+    mean in the window and the covariances and variances are summed over the
+    bands, so a change of colour breaks the pattern as much as one of
+    brightness, while light (a factor on every band) and haze (an offset) keep it.
 
     Examples
     --------
@@ -241,17 +249,40 @@ def local_correlation(a: np.ndarray, b: np.ndarray, *, size: int = 5) -> np.ndar
     uniform_filter = ndi.uniform_filter
     x = np.asarray(a, dtype=np.float32)
     y = np.asarray(b, dtype=np.float32)
-    if x.ndim == 3:
+    if x.ndim == 3 and not bands:
         x = x.mean(axis=0)
         y = y.mean(axis=0)
-    mx = uniform_filter(x, size, mode="nearest")
-    my = uniform_filter(y, size, mode="nearest")
-    cxy = uniform_filter(x * y, size, mode="nearest") - mx * my
-    vx = np.maximum(uniform_filter(x * x, size, mode="nearest") - mx * mx, 0)
-    vy = np.maximum(uniform_filter(y * y, size, mode="nearest") - my * my, 0)
+    if x.ndim == 2:
+        x, y = x[None], y[None]
+    ax = (-2, -1)
+    mx = uniform_filter(x, size, mode="nearest", axes=ax)
+    my = uniform_filter(y, size, mode="nearest", axes=ax)
+    cxy = (uniform_filter(x * y, size, mode="nearest", axes=ax) - mx * my).sum(axis=0)
+    vx = np.maximum(uniform_filter(x * x, size, mode="nearest", axes=ax) - mx * mx, 0).sum(axis=0)
+    vy = np.maximum(uniform_filter(y * y, size, mode="nearest", axes=ax) - my * my, 0).sum(axis=0)
     den = np.sqrt(vx * vy)
     out = np.where(den > 1e-6, cxy / np.maximum(den, 1e-6), 0.0).astype(np.float32)
     return np.clip(out, -1, 1, out=out)
+
+
+def correlation_threshold(alpha: float, n: int) -> float:
+    """The Pearson correlation of ``n`` pairs that is significantly positive at ``alpha`` (one-sided).
+
+    A correlation over ``n`` pixels is significant when its t statistic
+    ``r sqrt(n - 2) / sqrt(1 - r²)`` exceeds Student's quantile with ``n - 2``
+    degrees of freedom. Infinite (nothing is significant) below 4 pairs.
+
+    Examples
+    --------
+    >>> round(correlation_threshold(0.01, 25), 3), round(correlation_threshold(0.01, 9), 3)
+    (0.462, 0.75)
+    """
+    from scipy.stats import t as t_dist
+
+    if n < 4:
+        return math.inf
+    q = float(t_dist.isf(alpha, n - 2))
+    return q / math.sqrt(n - 2 + q * q)
 
 
 def transients(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray, sigma: float = 3.0,

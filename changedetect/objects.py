@@ -22,7 +22,7 @@ from . import masks
 from .config import Config
 from .confidence import TERMS, confidence_terms, shape_form
 from .coregister import registration_errors, registration_term
-from .detector import hysteresis
+from .detector import coarse_grid, hysteresis
 from .series import SeriesModel, read_series
 from .stack import Stack, area_m2
 from .timeline import date_region, masked_mean
@@ -35,7 +35,9 @@ _DEFAULTS = Config()
 __all__ = ["clean_mask", "label_objects", "polygonize", "regularize", "orthogonalize",
            "dominant_angle", "outline_edges", "Appearance", "appearance", "flip_fraction",
            "candidate_regions", "extract_objects", "structure_verdict",
-           "ObjectShape", "object_shape", "ShapeLimits", "shape_filter", "core_fraction"]
+           "ObjectShape", "object_shape", "ShapeLimits", "shape_filter", "core_fraction",
+           "opening_radius", "step_strength", "split_region", "PIECE_LEVEL", "kept_pattern",
+           "COARSE_PATTERN_SIZE"]
 
 _STRUCT4 = ndi.generate_binary_structure(2, 1)
 _STRUCT8 = ndi.generate_binary_structure(2, 2)
@@ -661,8 +663,131 @@ def flip_fraction(lum: np.ndarray, usable: np.ndarray, k: int) -> float:
     return float(flipped.sum() / max(usable.sum(), 1))
 
 
+def opening_radius(min_width_m: float, pixel_size: float, min_core_width_m: float | None = None) -> int:
+    """Radius (pixels) of the opening that removes changes narrower than ``min_width_m``.
+
+    The opening by a square of ``2 r + 1`` pixels removes strips narrower than
+    that: ``r`` is half the width in pixels, rounded, and at least 1 (specks
+    and one-pixel slivers go too). On a coarse grid
+    (:func:`changedetect.detector.coarse_grid` with ``min_core_width_m``),
+    where a building is two or three pixels across, an opening of one pixel
+    would remove everything narrower than three pixels, the buildings with
+    it: there is none (``min_area_m2`` still drops specks).
+
+    Examples
+    --------
+    >>> opening_radius(2.0, 0.5), opening_radius(2.0, 2.0), opening_radius(2.0, 4.0)
+    (2, 1, 1)
+    >>> opening_radius(2.0, 2.0, 4.0), opening_radius(2.0, 4.0, 4.0)
+    (1, 0)
+    """
+    if min_core_width_m is not None and coarse_grid(pixel_size, min_core_width_m):
+        return 0
+    return max(1, int(round(min_width_m / pixel_size / 2)))
+
+
+def step_strength(images: np.ndarray, usable: np.ndarray, *, noise: np.ndarray,
+                  persistence: int) -> np.ndarray:
+    """Per pixel, its best step in standard errors: the size (noise sigmas) over ``sqrt(1/n_b + 1/n_a)``.
+
+    The step is that of :func:`changedetect.timeline.step_change`; dividing by
+    its standard error puts pixels whose states are seen on different numbers
+    of dates on one scale. Float32, (rows, cols); 0 where no step could be fitted.
+    """
+    from .timeline import step_change
+
+    steps = step_change(images, usable, scale=noise, min_before=1, min_after=persistence)
+    se = np.sqrt(1.0 / np.maximum(steps.n_before, 1) + 1.0 / np.maximum(steps.n_after, 1))
+    return (steps.magnitude / se).astype(np.float32)
+
+
+#: A piece of a split region keeps its pixels whose step reaches this share of its peak's: its
+#: full width at half maximum, the extent of a blurred object.
+PIECE_LEVEL = 0.5
+
+
+def split_region(region: np.ndarray, strength: np.ndarray, *, level: float = PIECE_LEVEL) -> list[np.ndarray]:
+    """A region cut into one piece per peak of its change: houses of an estate that changed together.
+
+    On a coarse grid (:func:`changedetect.detector.coarse_grid`) the changed
+    pixels of buildings standing a pixel or two apart join into one region,
+    with the changed yards and streets between them. Each building is a peak of
+    ``strength`` (the step of every pixel, e.g. :func:`step_strength`): the peaks are the local
+    maxima over 3 x 3 pixels (the closest two buildings can stand on the
+    grid; equal neighbours are one peak), the region is cut between them along
+    the valleys of ``strength`` (a watershed), and each piece keeps the pixels
+    of its part that reach ``level`` of its peak, connected to it: its full
+    width at half maximum. A region with one peak is one piece, trimmed alike.
+    Returns boolean masks of the region's shape, in the order of the peaks
+    (raster order of their first pixel).
+
+    Examples
+    --------
+    >>> x = np.arange(9.0)
+    >>> s = np.exp(-((x[:, None] - 4) ** 2 + (x[None, :] - 2) ** 2) / 2)
+    >>> s += np.exp(-((x[:, None] - 4) ** 2 + (x[None, :] - 6) ** 2) / 2)
+    >>> pieces = split_region(s > 0.2, s)
+    >>> len(pieces), [np.argwhere(p).mean(axis=0).round(1).tolist() for p in pieces]
+    (2, [[4.0, 2.0], [4.0, 6.0]])
+    """
+    from skimage.segmentation import watershed
+
+    region = np.asarray(region, bool)
+    s = np.where(region, np.asarray(strength, np.float32), np.float32(0))
+    peaks = region & (s == ndi.maximum_filter(np.where(region, s, -np.inf), size=3, mode="constant",
+                                              cval=-np.inf))
+    markers, n = ndi.label(peaks, structure=_STRUCT8)
+    if n == 0:
+        return [region] if region.any() else []
+    parts = watershed(-s, markers, mask=region, connectivity=2) if n > 1 else region.astype(np.int32)
+    out = []
+    for i in range(1, n + 1):
+        part = parts == i
+        if not part.any():
+            continue
+        top = float(s[part].max())
+        keep = part & (s >= level * top)
+        lab, k = ndi.label(keep, structure=_STRUCT8)
+        if k > 1:                     # the component that holds the peak
+            keep = lab == lab[tuple(np.argwhere(keep & (s == top))[0])]
+        out.append(keep)
+    return out
+
+
+#: Side (pixels) of the windows in which a piece's ground pattern is compared on a coarse grid: a pixel
+#: and its neighbours, the size of a building there.
+COARSE_PATTERN_SIZE = 3
+
+
+def kept_pattern(before: np.ndarray, after: np.ndarray, mask: np.ndarray, *, alpha: float) -> bool:
+    """Whether a piece's ground keeps its pattern from before to after: light, haze or season, no building.
+
+    The local correlation of the two composites, every band together
+    (:func:`changedetect.masks.local_correlation` with ``bands=True``, in
+    windows of :data:`COARSE_PATTERN_SIZE`), has its median over the piece's
+    pixels at or above the correlation significant at ``alpha`` for a window
+    (:func:`changedetect.masks.correlation_threshold`). Light scales every band
+    and haze adds to it, so the pattern stays; a roof replaces it, in
+    brightness or in colour.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> ground = rng.normal(500, 40, (3, 12, 12)); m = np.zeros((12, 12), bool); m[4:7, 4:7] = True
+    >>> kept_pattern(ground, 0.7 * ground + 20, m, alpha=0.01)
+    True
+    >>> roof = ground.copy(); roof[:, 3:8, 3:8] = [[[900]], [[450]], [[400]]] + rng.normal(0, 5, (3, 5, 5))
+    >>> kept_pattern(ground, roof, m, alpha=0.01)
+    False
+    """
+    r = masks.local_correlation(before, after, size=COARSE_PATTERN_SIZE, bands=True)
+    mask = np.asarray(mask, bool)
+    threshold = masks.correlation_threshold(alpha, COARSE_PATTERN_SIZE ** 2)
+    return bool(mask.any() and float(np.median(r[mask])) >= threshold)
+
+
 def candidate_regions(step_path, stack: Stack, *, min_area_m2: float, min_width_m: float,
-                      block: int = 1024, halo: int = 128):
+                      block: int = 1024, halo: int = 128, min_core_width_m: float | None = None):
     """Cleaned, connected regions of changed pixels, read window by window from the step raster.
 
     ``step_path`` is the per-pixel stage's raster on the stack's grid (band 1:
@@ -676,14 +801,15 @@ def candidate_regions(step_path, stack: Stack, *, min_area_m2: float, min_width_
     through strong ones of the same date (:func:`changedetect.detector.hysteresis`);
     a region without a strong pixel is not yielded. Regions smaller than
     ``min_area_m2`` or narrower than ``min_width_m`` are removed
-    (:func:`clean_mask`).
+    (:func:`clean_mask`, with the opening of :func:`opening_radius`: none on
+    a coarse grid, given ``min_core_width_m``).
     """
     import rasterio
     from rasterio.windows import Window
 
     px = stack.pixel_size
     min_pixels = max(1, int(math.ceil(min_area_m2 / (px * px))))
-    radius = max(1, int(round(min_width_m / px / 2)))
+    radius = opening_radius(min_width_m, px, min_core_width_m)
     height, width = stack.shape
     with rasterio.open(step_path) as ds:
 
@@ -800,15 +926,30 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
     side is not vegetation, a structure appeared or disappeared
     (:func:`appearance`), it is not a standing structure that only changed
     brightness nor a shadow moving with the sun, and it passes the shape
-    filters (:func:`shape_filter`, :func:`core_fraction`). With two
-    acquisitions, a region whose appearance shows no structure change (no
-    outline appeared or went, or only its brightness changed) is reported as
-    ``modified`` instead of dropped: those rules read one image on each side,
-    and on real pairs (LEVIR-CD, DSIFN-CD, OSCD, ``benchmarks/real.py``) the
-    regions they dropped were as often labelled change as those they kept.
-    Every region that is dropped is logged (``DEBUG``) with the reason. Returns one record per
-    kept change (the DESIGN.md schema), ordered by date and position, with its
-    confidence (:func:`changedetect.confidence.confidence`) and ``usable_dates``
+    filters (:func:`shape_filter`, :func:`core_fraction`).
+
+    With two acquisitions, a region whose appearance shows no structure change
+    (no outline appeared or went, or only its brightness changed) is reported
+    as ``modified`` instead of dropped: those rules read one image on each
+    side, and on real pairs (LEVIR-CD, DSIFN-CD, OSCD, ``benchmarks/real.py``)
+    the regions they dropped were as often labelled change as those they kept
+    (:func:`structure_verdict`).
+
+    On a coarse grid (:func:`changedetect.detector.coarse_grid`: buildings a
+    few pixels across, as on 3-10 m imagery) every region is first cut at the
+    peaks of its pixels' steps (:func:`split_region` on :func:`step_strength`),
+    and each piece is dated and judged on its own. There a piece has no outline
+    of its own to tell a roof's walls from a shadow's edge, and in a series of
+    many dates every pixel's state comes and goes with the seasons, so the
+    shadow rule (:meth:`Appearance.is_shadow`) cannot hold; what it asks is
+    asked directly: a piece whose ground shows the same pattern before and
+    after, in every band (:func:`kept_pattern`), is the same ground in other
+    light, haze or season, not construction or demolition.
+
+    Every region (or piece) that is dropped is logged (``DEBUG``) with the
+    reason. Returns one record per kept change (the DESIGN.md schema), ordered
+    by date and position, with its confidence
+    (:func:`changedetect.confidence.confidence`) and ``usable_dates``
     (per date, whether its dating used that acquisition).
     """
     import rasterio
@@ -829,10 +970,12 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
     limits = ShapeLimits.from_config(config)
     n = 0
     regions = candidate_regions(step_path, stack, min_area_m2=config.min_area_m2,
-                                min_width_m=config.min_width_m)
-    with rasterio.open(step_path) as step_ds:
+                                min_width_m=config.min_width_m, min_core_width_m=config.min_core_width_m)
+    coarse = coarse_grid(px, config.min_core_width_m)
+
+    def objects(step_ds):
+        # every region read with a margin of every date; on a coarse grid, cut into its pieces
         for lab, (top, left, region) in enumerate(regions, start=1):
-            n = lab
             if progress is not None:
                 progress("objects", lab, 0)
             r0, r1 = max(0, top - margin), min(stack.height, top + region.shape[0] + margin)
@@ -843,6 +986,17 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
             obj[top - r0:top - r0 + region.shape[0], left - c0:left - c0 + region.shape[1]] = region
             images, usable = read_series(stack, model, win)
             pixel_dates = step_ds.read(1, window=win)
+            pieces = [obj]
+            if coarse:
+                pieces = split_region(obj, step_strength(images, usable, noise=model.noise,
+                                                         persistence=config.persistence))
+            for i, piece in enumerate(pieces, start=1):
+                yield (lab, win, where if len(pieces) == 1 else f"{where} piece {i} of {len(pieces)}",
+                       piece, images, usable, pixel_dates)
+
+    with rasterio.open(step_path) as step_ds:
+        for lab, win, where, obj, images, usable, pixel_dates in objects(step_ds):
+            n = lab
 
             def dated(usable):
                 return date_region(images, usable, obj, pixel_dates, noise=model.noise,
@@ -890,8 +1044,13 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
                 continue
             if why:
                 log.debug("%s %s (%s)", where, why, feats)
-            if app.is_shadow(flips, max_angle_deg=config.shadow_max_angle,
-                             min_flips=config.shadow_min_flips):
+            if coarse and kept_pattern(before[:-1], after[:-1], obj, alpha=config.alpha):
+                log.debug("%s dropped: the ground's pattern is kept (median local correlation of its "
+                          "bands >= %.2f), the same ground in other light or season (%s)", where,
+                          masks.correlation_threshold(config.alpha, COARSE_PATTERN_SIZE ** 2), feats)
+                continue
+            if not coarse and app.is_shadow(flips, max_angle_deg=config.shadow_max_angle,
+                                            min_flips=config.shadow_min_flips):
                 log.debug("%s dropped: a shadow moving with the sun, the ground darkened or lit by "
                           "one factor on some dates only (%s)", where, feats)
                 continue
