@@ -14,13 +14,21 @@ each factor in [0, 1] (cleanliness and form in [0.5, 1]):
   scenes around the step;
 * form: :func:`shape_form` for a detected change (a building is compact),
   :func:`extent_form` for a given footprint (a building changes as a whole).
+
+With two acquisitions there is no noise to measure a step against: the run's
+noise sigma is then the scene's typical difference between the two images, so
+a detected change's significance is its rank among the run's changes by step
+size instead (:func:`site_significance`), and its persistence term is a half
+(one acquisition after the change). A two-image change's confidence is at most
+0.5: one image after a change cannot tell a building from a parked lorry, a
+shadow or a season.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["confidence", "confidence_terms", "shape_form", "extent_form"]
+__all__ = ["confidence", "confidence_terms", "shape_form", "extent_form", "site_significance"]
 
 #: The factors of a confidence, in the order of the product (the keys of :func:`confidence_terms`).
 TERMS = ("significance", "cleanliness", "persistence", "registration", "form")
@@ -75,3 +83,27 @@ def shape_form(rectangularity: float, solidity: float) -> float:
 def extent_form(changed_fraction: float) -> float:
     """Form factor of a footprint: 0.5, up to 1 once :data:`FULL_EXTENT` of it changed."""
     return 0.5 + 0.5 * min(1.0, changed_fraction / FULL_EXTENT)
+
+
+def site_significance(magnitudes) -> list[float]:
+    """Each step's mid-rank among a run's steps, in (0, 1): the significance of a two-image change.
+
+    Ties share their mean rank; a single change gets 0.5.
+
+    Examples
+    --------
+    >>> site_significance([3.0, 9.0, 5.0, 5.0])
+    [0.125, 0.875, 0.5, 0.5]
+    >>> site_significance([4.0])
+    [0.5]
+    """
+    import numpy as np
+
+    m = np.asarray(magnitudes, np.float64)
+    if m.size == 0:
+        return []
+    order = np.sort(m)
+    below = np.searchsorted(order, m, side="left")
+    upto = np.searchsorted(order, m, side="right")
+    return [float(v) for v in (below + upto) / (2.0 * m.size)]
+

@@ -20,7 +20,7 @@ from scipy import ndimage as ndi
 
 from . import masks
 from .config import Config
-from .confidence import TERMS, confidence_terms, shape_form
+from .confidence import TERMS, confidence_terms, shape_form, site_significance
 from .coregister import registration_errors, registration_term
 from .detector import coarse_grid, hysteresis
 from .series import SeriesModel, read_series
@@ -1093,6 +1093,12 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
     if progress is not None:
         progress("objects", n, n)
     log.info("%d candidate regions, %d kept as changes", n, len(records))
+    if pair_run:
+        # one image a side: a change is judged against the other changes of its scene
+        for r, sig in zip(records, site_significance([r["score"] for r in records])):
+            terms = {**r["confidence_terms"], "significance": sig}
+            r["confidence_terms"] = {t: round(float(v), 3) for t, v in terms.items()}
+            r["confidence"] = round(float(math.prod(terms[t] for t in TERMS)), 3)
     records.sort(key=lambda r: r["_order"])
     for i, r in enumerate(records, start=1):
         r["change_id"] = f"chg-{i:04d}"

@@ -485,3 +485,10 @@ def test_a_pair_reports_a_roof_turned_to_rubble_as_demolished(tmp_path):
         assert iou.max() > 0.6
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["detector_fit"]["roughening_threshold"] is not None
+    # two images: each change is judged against the other changes of its scene, and one image
+    # after a change caps its confidence at a half
+    assert ((changes["confidence"] > 0) & (changes["confidence"] <= 0.5)).all()
+    sig = {cid: t["significance"] for cid, t in run_json["confidence_terms"].items()}
+    assert sorted(sig.values()) == [0.25, 0.75]
+    step = dict(zip(changes["change_id"], changes["score"]))
+    assert max(sig, key=sig.get) == max(step, key=step.get)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats
@@ -234,19 +234,23 @@ def test_canonical_correlations_match_svd():
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000), st.lists(gains, min_size=3, max_size=3),
        st.lists(offsets, min_size=3, max_size=3))
+@example(seed=337, g=[1.0, 4.0, 0.25], off=[0.0, 0.0, 0.0])
 def test_irmad_invariant_to_per_band_gain_offset(seed, g, off):
     before, after, _ = pair_with_block(bands=3, size=48, seed=seed)
     # converged (the default tol=1e-4 on the canonical correlations stops the two runs at
     # slightly different points: chi2 then differs by up to ~1e-3 where bands correlate
-    # strongly, e.g. seed 298, gains 1, 5, 0.22 gave 1.3e-3 on 0.7 % of the pixels)
+    # strongly, e.g. seed 298, gains 1, 5, 0.22 gave 1.3e-3 on 0.7 % of the pixels). Converged
+    # or not, a 16-fold spread between the bands' gains costs the float32 transform a few bits:
+    # seed 337, gains 1, 4, 0.25 differs by 1.4e-3 (0.015 on a chi2 of 10) with tol 1e-12 and
+    # 5000 iterations as with these, hence 2e-3.
     kw = {"tol": 1e-9, "max_iter": 500}
     c1 = irmad(before, after, **kw).chi2
     g = np.asarray(g)[:, None, None]
     off = np.asarray(off)[:, None, None]
     c2 = irmad(before, after * g + off, **kw).chi2
     c3 = irmad(before * g[::-1] + off, after, **kw).chi2
-    np.testing.assert_allclose(c2, c1, rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(c3, c1, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(c2, c1, rtol=2e-3, atol=1e-3)
+    np.testing.assert_allclose(c3, c1, rtol=2e-3, atol=1e-3)
 
 
 @settings(max_examples=15, deadline=None)
