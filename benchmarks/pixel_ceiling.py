@@ -136,8 +136,9 @@ def main() -> int:
             pred[G == g] = model.predict_proba(X[G == g])[:, 1]
         hit = pred > 0.5
         print(f"{ds}: {len(pairs)} pairs, {X.shape[1]} features, {time.perf_counter() - t0:.0f} s")
-        print(f"  supervised, leave one pair out: pooled F1 {_f1(int((hit & T).sum()), int(hit.sum()), int(T.sum())):.3f} "
-              f"at p > 0.5, {_best_f1(pred, T):.3f} at the best threshold")
+        at_half = _f1(int((hit & T).sum()), int(hit.sum()), int(T.sum()))
+        print(f"  supervised, leave one pair out: pooled F1 {at_half:.3f} at p > 0.5, "
+              f"{_best_f1(pred, T):.3f} at the best threshold")
         print(f"  detect_pair (unsupervised, defaults): pooled F1 "
               f"{_f1(int((ours & T).sum()), int(ours.sum()), int(T.sum())):.3f}")
     return 0

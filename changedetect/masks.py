@@ -23,9 +23,9 @@ from . import portable
 from .arrays import check_pair
 from .errors import InputError
 
-__all__ = ["local_std", "texture", "greyness", "TEXTURE_SIZE", "shadow_level", "SHADOW_QUANTILE", "cloud_mask",
-           "shadow_like", "illumination_mask", "local_correlation", "correlation_threshold", "transients",
-           "illumination_change", "green_both_sides"]
+__all__ = ["local_std", "texture", "greyness", "TEXTURE_SIZE", "shadow_level", "SHADOW_QUANTILE",
+           "cloud_mask", "shadow_like", "illumination_mask", "local_correlation", "correlation_threshold",
+           "transients", "illumination_change", "green_both_sides"]
 
 #: Side (pixels) of the window of the texture channel: large enough for the pattern of
 #: bare ground and rubble, small enough to stay inside a house.

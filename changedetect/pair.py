@@ -201,7 +201,8 @@ class PairConfig:
         if not 0 < self.alpha < 0.5:
             raise InputError(f"alpha={self.alpha} must be between 0 and 0.5.")
         if min(self.smooth, self.presmooth, self.gamma, self.min_pixels, self.radius, self.roughening) < 0:
-            raise InputError("presmooth, smooth, gamma, min_pixels, radius and roughening cannot be negative.")
+            raise InputError("presmooth, smooth, gamma, min_pixels, radius and roughening cannot be "
+                             "negative.")
         if self.rgb is not None:
             object.__setattr__(self, "rgb", tuple(int(b) for b in self.rgb))
             if len(self.rgb) != 3:

@@ -204,7 +204,10 @@ def fit_normalization(reference: np.ndarray, target: np.ndarray, *,
     method = "irmad"
     (mr, ir, wr), (mt, it, wt) = _spreads(r), _spreads(t)
     bulk, tails = gain * it / ir, gain * wt / wr          # the fitted target's spreads over the reference's
-    off = ((bulk > MAX_STRETCH) | (bulk < 1 / MAX_STRETCH)) & ((tails > MAX_STRETCH) | (tails < 1 / MAX_STRETCH))
+    def beyond(ratio):
+        return (ratio > MAX_STRETCH) | (ratio < 1 / MAX_STRETCH)
+
+    off = beyond(bulk) & beyond(tails)
     if np.any(gain <= 0) or np.any(off):
         gain = ir / it
         offset, method = mr - gain * mt, "moments"

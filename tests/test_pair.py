@@ -194,7 +194,8 @@ def test_the_pipeline_sets_the_roughening_scale_from_the_grid():
     images = np.stack([np.concatenate([x, x[:1] * 0]) for x in (before, after)]).astype(np.float32)
     for px, expected in ((0.5, 4.0), (2.0, 1.0), (10.0, 0.0)):
         w = SeriesWindow(images=images, usable=np.ones((2, 120, 120), bool),
-                         dates=(dt.date(2020, 1, 1), dt.date(2021, 1, 1)), band_roles=("red", "green", "blue"),
+                         dates=(dt.date(2020, 1, 1), dt.date(2021, 1, 1)),
+                         band_roles=("red", "green", "blue"),
                          noise=np.ones(4, np.float32), dark=0.0, transform=Affine(px, 0, 0, 0, -px, 0),
                          crs="EPSG:32637", pixel_size=px)
         config = PairDetector._setup(w)[0]
