@@ -68,7 +68,7 @@ from .timeline import masked_mean, series_change
 
 __all__ = ["ID_COLUMNS", "STATUSES", "read_footprints", "open_footprints", "footprint_mask", "BuildingChange",
            "building_change", "step_significance", "noise_floor", "population_thresholds", "SiteMixture",
-           "site_mixture", "describe_decision", "footprint_kind", "Outline", "footprint_outline",
+           "site_mixture", "describe_decision", "footprint_kind", "Outline", "has_interior", "footprint_outline",
            "band_gradient", "gradient_noise", "outline_contrast", "offset_grid", "null_placements",
            "built_pvalues", "site_offsets", "site_looks", "footprint_windows", "footprint_table",
            "attach_building_ids"]
@@ -440,8 +440,7 @@ def building_change(images: np.ndarray, usable: np.ndarray, footprint: np.ndarra
               / np.asarray(scale, np.float64))
         net = math.sqrt(float(np.sum(dz * dz)))
     floor = noise_floor(k, k, n_px, series.shape[1])
-    outline = footprint_outline(fp)
-    outlined = outline is not None
+    outlined = has_interior(fp)
     # how built the footprint looks in its first and last state, by its site's ground (p-values): the
     # kind of a change; and a building that looks built in one state and like plain ground in the other
     # appeared or went, even with a small net change
@@ -803,9 +802,8 @@ def footprint_kind(images, usable, fp, before_t, after_t, scale) -> tuple[str, t
     def composite(sel):
         return masked_mean(images, usable & sel[:, None, None])
 
-    # gradient of pure observation noise in the band mean (Sobel / 8: about 0.54 sigma)
-    noise = 0.54 * float(np.sqrt(np.mean(np.square(scale)) / len(scale)))
-    inner = ndi.binary_erosion(fp, iterations=2)
+    noise = gradient_noise(scale, len(scale))
+    inner = _interior(fp)
 
     def built(img):
         g = img.mean(axis=0)
@@ -859,6 +857,21 @@ class Outline:
         return Outline(self.ring + d, self.normal, self.inner + d)
 
 
+def _interior(fp: np.ndarray) -> np.ndarray:
+    """The footprint's pixels two or more from its edge."""
+    return ndi.binary_erosion(np.asarray(fp, bool), iterations=2)
+
+
+def has_interior(fp: np.ndarray) -> bool:
+    """Whether a footprint has the :data:`_MIN_INTERIOR` inside pixels its outline can be judged against.
+
+    >>> fp = np.zeros((10, 10), bool); fp[2:8, 2:8] = True
+    >>> has_interior(fp), has_interior(fp[:, :6])
+    (True, False)
+    """
+    return int(_interior(fp).sum()) >= _MIN_INTERIOR
+
+
 def footprint_outline(fp: np.ndarray) -> Outline | None:
     """The edge (with its normal) and the interior of a footprint mask; None without an interior.
 
@@ -872,7 +885,7 @@ def footprint_outline(fp: np.ndarray) -> Outline | None:
     (44, 4, [1.0, 0.1])
     """
     fp = np.asarray(fp, bool)
-    inner = ndi.binary_erosion(fp, iterations=2)
+    inner = _interior(fp)
     if int(inner.sum()) < _MIN_INTERIOR:
         return None
     din = ndi.distance_transform_edt(fp)
