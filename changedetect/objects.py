@@ -1020,7 +1020,7 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
             g0 = images[before_t[0], :-1].mean(axis=0)
             noise_grad = float(np.median(np.hypot(ndi.sobel(g0, 0), ndi.sobel(g0, 1)) / 8)) + 1e-6
             app = appearance(before[:-1], after[:-1], obj, noise=noise_grad,
-                             texture=(before[-1], after[-1]), rgb=rgb)
+                             texture=(before[-1], after[-1]), rgb=rgb if pair_run else None)
             kind = app.kind
             flips = flip_fraction(images[:, :-1][:, :, obj].mean(axis=1), usable[:, obj], k)
             feats = (f"flips {flips:.2f}, "f"kind {kind}, outline contrast {app.contrast:+.2f}, texture contrast "
@@ -1073,32 +1073,33 @@ def extract_objects(stack: Stack, model: SeriesModel, step_path, regs, config, p
             terms = confidence_terms(magnitude, fstat, ch.n_after, min_magnitude=config.min_magnitude,
                                      min_fstat=model.min_fstat, persistence=config.persistence,
                                      registration=reg_term, form=shape_form(raw.rectangularity, raw.solidity))
-            conf = math.prod(terms[t] for t in TERMS)          # = confidence(...), the same product
             log.debug("%s kept: %s", where, feats)
             records.append({
                 "geometry": geom, "kind": kind,
                 "last_absent": dates[last].isoformat(),
                 "first_present": dates[k].isoformat(),
                 "area_m2": round(area_m2(geom, stack.crs), 2),
-                "confidence": round(float(conf), 3),
                 "score": round(magnitude, 3),
                 "registration_rmse_px": round(float(reg_rmse), 4),
                 "n_observations": int(use_t.sum()),
                 "n_before": int(ch.n_before), "n_after": int(ch.n_after),
                 "building_id": None,
-                "confidence_terms": {t: round(float(v), 3) for t, v in terms.items()},
+                "_terms": terms, "_magnitude": magnitude,     # rounded into the record below
                 "usable_dates": [bool(u) for u in use_t],       # for the evidence store, not a column
                 "_order": (dates[k], -geom.centroid.y, geom.centroid.x),
             })
     if progress is not None:
         progress("objects", n, n)
     log.info("%d candidate regions, %d kept as changes", n, len(records))
-    if pair_run:
-        # one image a side: a change is judged against the other changes of its scene
-        for r, sig in zip(records, site_significance([r["score"] for r in records])):
-            terms = {**r["confidence_terms"], "significance": sig}
-            r["confidence_terms"] = {t: round(float(v), 3) for t, v in terms.items()}
-            r["confidence"] = round(float(math.prod(terms[t] for t in TERMS)), 3)
+    # one image a side: a change's significance is its rank among the other changes of its scene
+    ranks = site_significance([r["_magnitude"] for r in records]) if pair_run else None
+    for j, r in enumerate(records):
+        terms = r.pop("_terms")
+        r.pop("_magnitude")
+        if ranks is not None:
+            terms = {**terms, "significance": ranks[j]}
+        r["confidence"] = round(float(math.prod(terms[t] for t in TERMS)), 3)   # = confidence(...)
+        r["confidence_terms"] = {t: round(float(v), 3) for t, v in terms.items()}
     records.sort(key=lambda r: r["_order"])
     for i, r in enumerate(records, start=1):
         r["change_id"] = f"chg-{i:04d}"
